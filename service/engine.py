@@ -55,6 +55,7 @@ class Engine:
         self._index: SentenceIndex | None = None
         self._cache: Cache | None = None
         self._write_lock = asyncio.Lock()
+        self._snapshotter: asyncio.Task[None] | None = None
         self.started_at = 0.0
 
     # ----------------------------------------------------------------- lifecycle
@@ -93,9 +94,25 @@ class Engine:
         self.repo = repo
         self.metrics.index_size.set(len(self._index))
         self.started_at = time.time()
+        if s.snapshot_interval_s > 0:
+            self._snapshotter = asyncio.create_task(self._snapshot_loop(s.snapshot_interval_s))
+
+    async def _snapshot_loop(self, interval_s: float) -> None:
+        """Compact the write-ahead log now and then, so restarts replay little and the log stays small."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._index is None:
+                return
+            try:
+                async with self._write_lock:
+                    await asyncio.to_thread(self._index.save)
+            except Exception:  # a failed compaction loses nothing (the log is intact); retry next time
+                log.exception("index snapshot failed; the write-ahead log still holds every change")
 
     async def stop(self) -> None:
         """Drain the batcher, compact the index to a snapshot, close the cache."""
+        if self._snapshotter is not None:
+            self._snapshotter.cancel()
         if self._batcher is not None:
             await self._batcher.stop()
         if self._index is not None:
@@ -156,9 +173,7 @@ class Engine:
         """Fused vectors via the embedding cache; only misses are tokenized into the batcher."""
         repo, ensemble, batcher, _, cache = self._parts()
         t0 = time.perf_counter()
-        items = (
-            await asyncio.to_thread(ensemble.tokenize, texts) if len(texts) > 16 else ensemble.tokenize(texts)
-        )
+        items = await asyncio.to_thread(ensemble.tokenize, texts) if len(texts) > 16 else ensemble.tokenize(texts)
         self.metrics.stage_seconds.labels("tokenize").observe(time.perf_counter() - t0)
         tokens = sum(len(item[0]) for item in items)
         keys = [cache_key("emb", repo.fingerprint, t) for t in texts]
@@ -172,8 +187,9 @@ class Engine:
             self.metrics.stage_seconds.labels("encode").observe(time.perf_counter() - t1)
             for i, vec in zip(missing, fresh, strict=True):
                 out[i] = vec
-            await cache.set_many({keys[i]: encode_vector(out[i]) for i in missing})  # type: ignore[arg-type]
-        return EmbedResult(vectors=np.stack(out).astype(np.float32, copy=False), tokens=tokens)
+            await cache.set_many({keys[i]: encode_vector(vec) for i, vec in zip(missing, fresh, strict=True)})
+        vectors = np.stack([v for v in out if v is not None]).astype(np.float32, copy=False)
+        return EmbedResult(vectors=vectors, tokens=tokens)
 
     @staticmethod
     def _decoded(blob: bytes | None, dim: int) -> np.ndarray | None:
@@ -199,15 +215,13 @@ class Engine:
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.settings.max_k:
             raise InvalidInput(f"k must be an integer from 1 to max_k={self.settings.max_k}, got {k!r}")
         wanted = self._check_langs(langs, index)
-        version = str(index.version)
+        version = index.state_key
         keys = [
             cache_key("res", self.repo.fingerprint if self.repo else "", version, json.dumps([q, k, wanted]))
             for q in queries
         ]
         cached = await cache.get_many(keys)
-        results: list[list[Hit] | None] = [
-            None if c is None else [Hit(**h) for h in json.loads(c)] for c in cached
-        ]
+        results: list[list[Hit] | None] = [None if c is None else [Hit(**h) for h in json.loads(c)] for c in cached]
         missing = [i for i, r in enumerate(results) if r is None]
         self.metrics.cache.labels("result", "hit").inc(len(queries) - len(missing))
         self.metrics.cache.labels("result", "miss").inc(len(missing))
@@ -219,7 +233,10 @@ class Engine:
             for i, hits in zip(missing, found, strict=True):
                 results[i] = hits
             await cache.set_many(
-                {keys[i]: json.dumps([asdict(h) for h in hits]).encode() for i, hits in zip(missing, found, strict=True)}
+                {
+                    keys[i]: json.dumps([asdict(h) for h in hits]).encode()
+                    for i, hits in zip(missing, found, strict=True)
+                }
             )
         return [r or [] for r in results]
 
@@ -259,7 +276,9 @@ class Engine:
         if not ids:
             raise InvalidInput("ids: at least one id is required")
         if len(ids) > self.settings.max_texts_per_request:
-            raise TooLarge(f"ids: {len(ids)} ids, the limit is max_texts_per_request={self.settings.max_texts_per_request}")
+            raise TooLarge(
+                f"ids: {len(ids)} ids, the limit is max_texts_per_request={self.settings.max_texts_per_request}"
+            )
         async with self._write_lock:
             removed = await asyncio.to_thread(index.delete, ids)
         self.metrics.index_size.set(len(index))

@@ -17,33 +17,51 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "xret_requests_total", "Requests by transport, method and outcome.",
-            ["transport", "method", "outcome"], registry=self.registry,
+            "xret_requests_total",
+            "Requests by transport, method and outcome.",
+            ["transport", "method", "outcome"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "xret_request_seconds", "Request latency by transport and method.",
-            ["transport", "method"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "xret_request_seconds",
+            "Request latency by transport and method.",
+            ["transport", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.batch_size = Histogram(
-            "xret_batch_texts", "Texts per encoder batch.",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
+            "xret_batch_texts",
+            "Texts per encoder batch.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
         )
         self.batch_tokens = Histogram(
-            "xret_batch_padded_tokens", "Padded tokens per encoder batch.",
-            buckets=(16, 64, 256, 1024, 4096, 16384, 65536), registry=self.registry,
+            "xret_batch_padded_tokens",
+            "Padded tokens per encoder batch.",
+            buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
+            registry=self.registry,
         )
         self.queue_depth = Gauge(
-            "xret_queue_texts", "Texts waiting in the micro-batch queue.", registry=self.registry,
+            "xret_queue_texts",
+            "Texts waiting in the micro-batch queue.",
+            registry=self.registry,
         )
         self.rejected = Counter(
-            "xret_rejected_total", "Texts rejected because the queue was full.", registry=self.registry,
+            "xret_rejected_total",
+            "Texts rejected because the queue was full.",
+            registry=self.registry,
         )
         self.cache = Counter(
-            "xret_cache_total", "Cache lookups by cache kind and result.",
-            ["kind", "result"], registry=self.registry,
+            "xret_cache_total",
+            "Cache lookups by cache kind and result.",
+            ["kind", "result"],
+            registry=self.registry,
         )
         self.stage_seconds = Histogram(
-            "xret_stage_seconds", "Time spent per pipeline stage.",
-            ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "xret_stage_seconds",
+            "Time spent per pipeline stage.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.index_size = Gauge("xret_index_sentences", "Sentences in the index.", registry=self.registry)

@@ -102,9 +102,7 @@ class FusionSpec:
             raise RepositoryError(f"{where}: fusion method {self.method!r} not in {FUSION_METHODS}")
         if self.weights is not None:
             if len(self.weights) != n_members:
-                raise RepositoryError(
-                    f"{where}: {len(self.weights)} fusion weights for {n_members} members"
-                )
+                raise RepositoryError(f"{where}: {len(self.weights)} fusion weights for {n_members} members")
             if any((not isinstance(w, (int, float))) or w < 0 for w in self.weights) or sum(self.weights) <= 0:
                 raise RepositoryError(f"{where}: fusion weights must be non-negative with a positive sum")
 

@@ -35,9 +35,7 @@ def service_files() -> list[Path]:
 
 
 def test_service_never_imports_offline_code() -> None:
-    offenders = {
-        str(p.relative_to(ROOT)): sorted(imports_of(p) & set(NEVER_IN_SERVICE)) for p in service_files()
-    }
+    offenders = {str(p.relative_to(ROOT)): sorted(imports_of(p) & set(NEVER_IN_SERVICE)) for p in service_files()}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 

@@ -1,0 +1,30 @@
+"""Encoders: the staged interface, the ONNX Runtime backend and a fake for tests.
+
+`load_encoders` builds one `Tokenizer` per distinct tokenizer key and hands the same object to every
+member that shares it; the ensemble groups members by `encoder.tokenizer.key` and tokenizes once
+per group.
+"""
+
+from __future__ import annotations
+
+from service.encoders.base import Encoder, Tokenizer, tokenizer_key
+from service.encoders.onnx import Device, OnnxEncoder
+from service.repository import Repository
+
+__all__ = ["Encoder", "OnnxEncoder", "Tokenizer", "load_encoders"]
+
+
+def load_encoders(repo: Repository, device: Device = "auto", threads: int = 0) -> list[Encoder]:
+    """Every member of `repo` as an ONNX encoder, in ensemble order, tokenizers shared by key."""
+    shared: dict[str, Tokenizer] = {}
+    encoders: list[Encoder] = []
+    for member in repo.members:
+        spec = member.spec
+        key = tokenizer_key(spec.tokenizer_sha256, spec.text_prefix, spec.max_length)
+        if key not in shared:
+            shared[key] = Tokenizer(
+                member.tokenizer_path, spec.text_prefix, spec.max_length, spec.tokenizer_sha256
+            )
+        tokenizer = shared[key]
+        encoders.append(OnnxEncoder(member, device=device, intra_op_threads=threads, tokenizer=tokenizer))
+    return encoders

@@ -1,0 +1,152 @@
+"""ONNX Runtime backend: one InferenceSession per member (the only place onnxruntime is imported).
+
+The session is created once and shared by every worker thread: `InferenceSession.run` is
+thread-safe and releases the GIL, so members (and batches, with batcher concurrency > 1) run in
+parallel without a session per thread. The graph's inputs and outputs are checked against the
+repository contract at load, so a wrong export fails at start-up with the file named, not at the
+first request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from service.encoders.base import Tokenizer
+from service.errors import StartupError
+from service.repository import Member
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+INPUTS = ("input_ids", "attention_mask")
+OUTPUT = "sentence_embedding"
+WARMUP_TEXTS = ["warm-up", "a somewhat longer warm-up sentence, so that padding is exercised too"]
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def choose_providers(device: Device, where: Path) -> list[str]:
+    """Execution providers for `device`; an explicit cuda that cannot be had is a start-up error."""
+    available = ort.get_available_providers()
+    if device == "cuda":
+        if CUDA not in available:
+            raise StartupError(
+                f"{where}: device 'cuda' requested but onnxruntime offers only {available} "
+                "(install onnxruntime-gpu with a matching CUDA, or use device 'auto' or 'cpu')"
+            )
+        return [CUDA, CPU]
+    if device == "auto" and CUDA in available:
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def check_contract(session: ort.InferenceSession, dim: int, where: Path) -> None:
+    """Inputs input_ids, attention_mask (int64, rank 2) -> sentence_embedding float [batch, dim]."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    if set(inputs) != set(INPUTS):
+        raise StartupError(
+            f"{where}: model inputs are {sorted(inputs)}, the repository contract needs {list(INPUTS)}"
+        )
+    for name in INPUTS:
+        arg = inputs[name]
+        if arg.type != "tensor(int64)" or len(arg.shape) != 2:
+            raise StartupError(
+                f"{where}: input {name} is {arg.type} {arg.shape}, expected tensor(int64) [batch, seq]"
+            )
+    outputs = {o.name: o for o in session.get_outputs()}
+    if OUTPUT not in outputs:
+        raise StartupError(
+            f"{where}: model outputs are {sorted(outputs)}, the repository contract needs '{OUTPUT}'"
+        )
+    out = outputs[OUTPUT]
+    if out.type != "tensor(float)" or len(out.shape) != 2:
+        raise StartupError(
+            f"{where}: output {OUTPUT} is {out.type} {out.shape}, expected tensor(float) [batch, dim]"
+        )
+    if isinstance(out.shape[1], int) and out.shape[1] != dim:
+        raise StartupError(f"{where}: output {OUTPUT} has dim {out.shape[1]} but member.json says {dim}")
+
+
+def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """input_ids and attention_mask [n, longest] int64, padded on the right to the longest row only."""
+    longest = max(len(row) for row in ids)
+    input_ids = np.full((len(ids), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), longest), dtype=np.int64)
+    for i, row in enumerate(ids):
+        input_ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return input_ids, mask
+
+
+class OnnxEncoder:
+    """A repository member served by ONNX Runtime; `tokenizer` is passed in to be shared by members."""
+
+    def __init__(
+        self,
+        member: Member,
+        device: Device = "auto",
+        intra_op_threads: int = 0,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        spec = member.spec
+        self.name = spec.name
+        self.dim = spec.dim
+        self.path = member.onnx_path
+        self.tokenizer = tokenizer or Tokenizer(
+            member.tokenizer_path, spec.text_prefix, spec.max_length, spec.tokenizer_sha256
+        )
+        self._device = device
+        self._intra_op_threads = intra_op_threads
+        providers = choose_providers(device, self.path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = (
+            1  # members already run in parallel threads; nested pools oversubscribe
+        )
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only: optimiser notices are not operator news
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime's pybind errors share no useful base class
+            raise StartupError(f"{self.path}: onnxruntime cannot load the model ({exc})") from None
+        if device == "cuda" and CUDA not in self._session.get_providers():
+            raise StartupError(
+                f"{self.path}: device 'cuda' requested but onnxruntime fell back to "
+                f"{self._session.get_providers()} (CUDA/cuDNN libraries missing?)"
+            )
+        check_contract(self._session, self.dim, self.path)
+
+    def forward(self, ids: list[list[int]]) -> np.ndarray:
+        if not ids:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        input_ids, mask = pad_batch(ids, self.tokenizer.pad_id)
+        (out,) = self._session.run([OUTPUT], {"input_ids": input_ids, "attention_mask": mask})
+        return np.asarray(out, dtype=np.float32)
+
+    def warmup(self) -> None:
+        """One real batch; also proves a symbolic output dim really is member.json's dim."""
+        out = self.forward(self.tokenizer.encode(WARMUP_TEXTS))
+        if out.shape != (len(WARMUP_TEXTS), self.dim):
+            raise StartupError(
+                f"{self.path}: warm-up output shape {out.shape}, expected ({len(WARMUP_TEXTS)}, {self.dim})"
+            )
+        if not np.isfinite(out).all():
+            raise StartupError(f"{self.path}: warm-up output has NaN or inf values")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "onnxruntime",
+            "onnxruntime_version": ort.__version__,
+            "device": self._device,
+            "provider": self._session.get_providers()[0],
+            "providers": self._session.get_providers(),
+            "intra_op_threads": self._intra_op_threads,
+            "inter_op_threads": 1,
+            "model": str(self.path),
+            "max_length": self.tokenizer.max_length,
+            "tokenizer_key": self.tokenizer.key,
+        }
