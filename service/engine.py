@@ -254,7 +254,7 @@ class Engine:
     async def add_sentences(self, sentences: list[Sentence]) -> list[str]:
         """Embed and index sentences; returns their ids (assigned when empty). Durable on return."""
         _, _, _, index, _ = self._parts()
-        self.validate_texts([s.text for s in sentences], "sentences.text")
+        self.validate_texts([s.text for s in sentences], "sentences")
         for i, s in enumerate(sentences):
             if not isinstance(s.lang, str) or not LANG_RE.match(s.lang):
                 raise InvalidInput(

