@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from service.encoders.onnx import pad_batch
 from service.repository import MemberSpec, sha256_file, write_json_atomic
 
 OPSET = 18  # the dynamo exporter's minimum; anything >= 17 serves LayerNormalization natively
@@ -275,18 +276,10 @@ def _tokenize_batches(tokenizer_path: Path, checkpoint: Path, texts: list[str], 
             )
     pad_id = tokenizer.token_to_id("<pad>")
     pad_id = 0 if pad_id is None else pad_id
-    batches: list[Batch] = []
     size = 16
-    for start in range(0, len(encodings), size):
-        chunk = [e.ids for e in encodings[start : start + size]]
-        width = max(len(ids) for ids in chunk)
-        ids = np.full((len(chunk), width), pad_id, dtype=np.int64)
-        mask = np.zeros((len(chunk), width), dtype=np.int64)
-        for row, seq in enumerate(chunk):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-        batches.append((ids, mask))
-    return batches
+    # The service's own padding, so parity covers exactly the arrays the service will feed.
+    starts = range(0, len(encodings), size)
+    return [pad_batch([e.ids for e in encodings[start : start + size]], pad_id) for start in starts]
 
 
 def _reference_embeddings(

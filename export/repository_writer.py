@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-import json
 from pathlib import Path
 
 from service.repository import (
@@ -14,6 +13,7 @@ from service.repository import (
     RepositoryError,
     fused_dim,
     load_repository,
+    read_json,
     write_json_atomic,
 )
 
@@ -53,11 +53,7 @@ def write_ensemble(
         path = repo / "members" / name / "member.json"
         if not path.is_file():
             raise RepositoryError(f"{path}: file missing (export member {name!r} first)")
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RepositoryError(f"{path}: not valid JSON ({exc})") from None
-        specs.append(MemberSpec.from_json(payload, str(path)))
+        specs.append(MemberSpec.from_json(read_json(path), str(path)))
     fusion = FusionSpec(method=method, weights=list(weights) if weights is not None else None)
     fusion.validate(len(members), str(repo / "ensemble.json"))
     spec = EnsembleSpec(

@@ -189,7 +189,8 @@ class Repository:
     fingerprint: str
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a manifest file, or a RepositoryError naming the file and the problem."""
     if not path.is_file():
         raise RepositoryError(f"{path}: file missing")
     try:
@@ -211,12 +212,12 @@ def load_repository(root: str | Path, verify_hashes: bool = True) -> Repository:
     if not root.is_dir():
         raise RepositoryError(f"{root}: model repository folder does not exist")
     ensemble_path = root / "ensemble.json"
-    ensemble = EnsembleSpec.from_json(_read_json(ensemble_path), str(ensemble_path))
+    ensemble = EnsembleSpec.from_json(read_json(ensemble_path), str(ensemble_path))
     members: list[Member] = []
     for name in ensemble.members:
         directory = root / "members" / name
         member_path = directory / "member.json"
-        spec = MemberSpec.from_json(_read_json(member_path), str(member_path))
+        spec = MemberSpec.from_json(read_json(member_path), str(member_path))
         if spec.name != name:
             raise RepositoryError(f"{member_path}: name {spec.name!r} but ensemble.json lists {name!r}")
         member = Member(spec=spec, directory=directory)
