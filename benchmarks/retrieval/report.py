@@ -1,0 +1,227 @@
+"""Results on disk: `<name>.json` (everything), `<name>.md` (tables), `<name>-*.png` (plots).
+
+The markdown says in its headings what each number is (XTREME score = Tatoeba xx->en; BUCC = the zh-en
+SAMPLE split; CV vs oracle threshold), because tables get copied around without their context.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def write_report(results: dict[str, Any], out_dir: Path, name: str) -> dict[str, Path]:
+    """Write JSON, markdown and plots; returns the paths written, by kind."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / f"{name}.json", "markdown": out_dir / f"{name}.md"}
+    paths["averages_plot"] = out_dir / f"{name}-averages.png"
+    plot_averages(results, paths["averages_plot"])
+    if results.get("tatoeba", {}).get("gains"):
+        paths["gains_plot"] = out_dir / f"{name}-gains.png"
+        plot_gains(results, paths["gains_plot"])
+    results["files"] = {kind: str(path) for kind, path in paths.items()}
+    paths["json"].write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(markdown(results, {k: p.name for k, p in paths.items()}), encoding="utf-8")
+    return paths
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _ci(pair: list[float]) -> str:
+    return f"[{pair[0]:.1f}, {pair[1]:.1f}]"
+
+
+def _bucc_summary(results: dict[str, Any], system: str) -> list[str]:
+    scores = results.get("bucc", {}).get("results", {}).get(system)
+    if scores is None:
+        return ["-"] * 4
+    return [
+        f"{scores['ratio_margin']['cv']['f1']:.1f}",
+        f"{scores['ratio_margin']['oracle']['f1']:.1f}",
+        f"{scores['cosine']['cv']['f1']:.1f}",
+        f"{scores['cosine']['oracle']['f1']:.1f}",
+    ]
+
+
+def markdown(results: dict[str, Any], files: dict[str, str]) -> str:
+    """The human-readable report; every heading names its split, direction and threshold kind."""
+    cfg = results["config"]
+    systems = list(results["systems"])
+    tat = results.get("tatoeba")
+    lines = [f"# Retrieval benchmark ({', '.join(systems)})", ""]
+    lines.append(f"Tasks: {', '.join(cfg['tasks'])}; wall time {results['wall_s']:.0f} s. {results['units']}.")
+    if cfg["max_sentences"] is not None:
+        lines += ["", f"**CAPPED RUN: at most {cfg['max_sentences']} sentences per language / side. Not comparable.**"]
+    lines += ["", "## Systems", ""]
+    lines += _table(
+        ["system", "repo", "members", "fusion", "dim", "fingerprint", "embedded / cached texts", "wall s"],
+        [
+            [
+                name,
+                f"`{info['repo']}`",
+                ", ".join(info["members"]),
+                info["fusion"],
+                str(info["dim"]),
+                f"`{info['fingerprint']}`",
+                f"{info['texts_embedded']} / {info['texts_from_cache']}",
+                f"{info['wall_s']:.0f}",
+            ]
+            for name, info in results["systems"].items()
+        ],
+    )
+    lines += ["", "## Summary", ""]
+    if tat:
+        lines.append(
+            f"Tatoeba: {tat['language_set']} ({len(tat['languages'])} languages), average P@1 with 95% bootstrap "
+            "intervals; xx->en is the XTREME score. "
+        )
+    if "bucc" in results:
+        lines.append(f"BUCC: {results['bucc']['split']}; F1 with the CV threshold and with the ORACLE threshold.")
+    lines.append("")
+    rows = []
+    for name in systems:
+        row = [name]
+        if tat:
+            avg = tat["results"][name]["average"]
+            row += [f"{avg['xx_en']:.2f}", _ci(avg["xx_en_ci95"]), f"{avg['en_xx']:.2f}", _ci(avg["en_xx_ci95"])]
+        rows.append(row + _bucc_summary(results, name))
+    header = ["system"]
+    if tat:
+        header += ["Tatoeba xx->en (XTREME)", "95% CI", "Tatoeba en->xx", "95% CI"]
+    header += ["BUCC margin F1 (CV)", "BUCC margin F1 (oracle)", "BUCC cosine F1 (CV)", "BUCC cosine F1 (oracle)"]
+    lines += _table(header, rows)
+    if tat and tat["gains"]:
+        lines += ["", f"## Tatoeba gains over {results['baseline']} (points, paired bootstrap 95% CI)", ""]
+        lines += _table(
+            ["system", "xx->en gain", "95% CI", "en->xx gain", "95% CI"],
+            [
+                [name, f"{g['xx_en']:+.2f}", _ci(g["xx_en_ci95"]), f"{g['en_xx']:+.2f}", _ci(g["en_xx_ci95"])]
+                for name, g in tat["gains"].items()
+            ],
+        )
+    if tat:
+        lines += ["", "## Tatoeba per language (P@1 %, xx->en / en->xx)", "", tat["protocol"] + ".", ""]
+        header = ["language", "n"] + [f"{name} {d}" for name in systems for d in ("xx->en", "en->xx")]
+        rows = []
+        for lang in tat["languages"]:
+            row = [f"{lang['code']} ({lang['iso3']})", str(lang["n_used"])]
+            for name in systems:
+                scores = tat["results"][name]["per_language"][lang["iso3"]]
+                row += [f"{scores['xx_en']:.1f}", f"{scores['en_xx']:.1f}"]
+            rows.append(row)
+        lines += _table(header, rows)
+    if "bucc" in results:
+        b = results["bucc"]
+        lines += ["", "## BUCC 2018 zh-en, SAMPLE split", ""]
+        lines.append(
+            f"{b['split']}. {b['n_src']} zh / {b['n_tgt']} en sentences, {b['n_gold']} gold pairs. {b['mining']}. "
+            f"CV: {cfg['cv_folds']}-fold over zh sentences (seed {cfg['seed']}), each fold scored at the threshold "
+            "that maximises F1 on the other folds, counts pooled. "
+            "ORACLE: threshold tuned on the same gold (optimistic)."
+        )
+        lines.append("")
+        rows = []
+        for name, per in b["results"].items():
+            for scoring, s in per.items():
+                cv, oracle = s["cv"], s["oracle"]
+                rows.append(
+                    [
+                        name,
+                        scoring,
+                        f"{cv['f1']:.1f}",
+                        f"{cv['precision']:.1f}",
+                        f"{cv['recall']:.1f}",
+                        f"{cv['mean_threshold']:.4f}",
+                        f"{oracle['f1']:.1f}",
+                        f"{oracle['threshold']:.4f}",
+                        f"{s['gold_among_candidates']} / {b['n_gold']}",
+                    ]
+                )
+        lines += _table(
+            [
+                "system",
+                "scoring",
+                "F1 (CV)",
+                "P (CV)",
+                "R (CV)",
+                "mean CV threshold",
+                "F1 (ORACLE)",
+                "oracle threshold",
+                "gold among candidates",
+            ],
+            rows,
+        )
+    lines += ["", "## Plots", ""]
+    lines += [f"![{kind}]({file})" for kind, file in files.items() if file.endswith(".png")]
+    return "\n".join(lines) + "\n"
+
+
+def plot_averages(results: dict[str, Any], path: Path) -> None:
+    """Grouped bars: one group per headline metric, one bar per system (CI whiskers on Tatoeba)."""
+    systems = list(results["systems"])
+    metrics: list[tuple[str, list[float], list[list[float]] | None]] = []
+    tat = results.get("tatoeba")
+    if tat:
+        for direction, label in (("xx_en", "Tatoeba xx->en\n(XTREME)"), ("en_xx", "Tatoeba en->xx")):
+            values = [tat["results"][s]["average"][direction] for s in systems]
+            cis = [tat["results"][s]["average"][f"{direction}_ci95"] for s in systems]
+            metrics.append((label, values, cis))
+    if "bucc" in results:
+        for scoring in ("ratio_margin", "cosine"):
+            label = f"BUCC zh-en sample\n{scoring.replace('_', ' ')} F1 (CV)"
+            metrics.append((label, [results["bucc"]["results"][s][scoring]["cv"]["f1"] for s in systems], None))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(metrics) * max(1, len(systems)) ** 0.5), 4.5))
+    width = 0.8 / max(1, len(systems))
+    x = np.arange(len(metrics))
+    for i, system in enumerate(systems):
+        values = [m[1][i] for m in metrics]
+        err = np.array(
+            [
+                [v - m[2][i][0], m[2][i][1] - v] if m[2] else [np.nan, np.nan]  # NaN: no whisker drawn
+                for v, m in zip(values, metrics, strict=True)
+            ]
+        ).T
+        bars = ax.bar(x + (i - (len(systems) - 1) / 2) * width, values, width, yerr=err, capsize=3, label=system)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    ax.set_xticks(x, [m[0] for m in metrics], fontsize=8)
+    ax.set_ylabel("percent")
+    ax.set_ylim(0, 105)
+    ax.set_title("Retrieval: averages per system" + (" (CAPPED RUN)" if results["config"]["max_sentences"] else ""))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_gains(results: dict[str, Any], path: Path) -> None:
+    """Heatmap of Tatoeba xx->en gains over the baseline: languages down, systems across."""
+    tat = results["tatoeba"]
+    systems = list(tat["gains"])
+    codes = [lang["iso3"] for lang in tat["languages"]]
+    labels = [lang["code"] for lang in tat["languages"]]
+    gains = np.array([[tat["gains"][s]["per_language"][c]["xx_en"] for s in systems] for c in codes])
+    limit = max(1.0, float(np.abs(gains).max()))
+    fig, ax = plt.subplots(figsize=(2.5 + 1.1 * len(systems), 1.5 + 0.28 * len(codes)))
+    image = ax.imshow(gains, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(len(systems)), systems, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(codes)), labels, fontsize=7)
+    for (row, col), value in np.ndenumerate(gains):
+        colour = "white" if abs(value) > 0.6 * limit else "black"  # readable on the dark ends of the map
+        ax.text(col, row, f"{value:+.1f}", ha="center", va="center", fontsize=6, color=colour)
+    fig.colorbar(image, ax=ax, label="P@1 gain, points")
+    ax.set_title(f"Tatoeba xx->en gain over {results['baseline']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
