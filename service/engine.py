@@ -14,7 +14,7 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,8 +23,17 @@ from service.batching import MicroBatcher
 from service.cache import Cache, cache_key, decode_vector, encode_vector, make_cache
 from service.config import Settings
 from service.encoders import load_encoders
-from service.ensemble import Ensemble
-from service.errors import InvalidInput, PermissionDenied, TooLarge, Unauthenticated, Unavailable
+from service.ensemble import Ensemble, normalized_weights
+from service.errors import InvalidInput, NotFound, PermissionDenied, TooLarge, Unauthenticated, Unavailable
+from service.fusion import (
+    Fusion,
+    FusionOverride,
+    resolve_fusion,
+    reweighted_queries,
+    rrf_candidates,
+    rrf_rerank,
+    stored_layout,
+)
 from service.index import Hit, IndexParams, Sentence, SentenceIndex
 from service.metrics import Metrics
 from service.repository import Repository, load_repository
@@ -32,6 +41,7 @@ from service.repository import Repository, load_repository
 log = logging.getLogger("xret.engine")
 
 LANG_RE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]{1,8})?$")
+RRF_ATTEMPTS = 3  # candidate search + vector read-back, redone when a concurrent delete lands in between
 Item = tuple[list[int], ...]
 
 
@@ -208,16 +218,39 @@ class Engine:
         self.validate_texts(texts, "texts")
         return await self._vectors(texts)
 
-    async def search(self, queries: list[str], k: int = 10, langs: list[str] | None = None) -> list[list[Hit]]:
-        """Nearest indexed sentences for each query, optionally only in the target languages."""
+    def fusion_for(self, override: FusionOverride | None) -> Fusion:
+        """The fusion a search with this override runs (what responses report); bad overrides raise here."""
+        repo, ensemble, _, _, _ = self._parts()
+        spec = repo.ensemble.fusion
+        names = [m.spec.name for m in repo.members]
+        return resolve_fusion(spec.method, ensemble.weights, names, override, spec.rrf_k)
+
+    async def search(
+        self,
+        queries: list[str],
+        k: int = 10,
+        langs: list[str] | None = None,
+        fusion: FusionOverride | None = None,
+    ) -> list[list[Hit]]:
+        """Nearest indexed sentences for each query, optionally only in the target languages.
+
+        `fusion` overrides the repository's fusion for this request (see service/fusion.py for what
+        can be served from the stored vectors); the result cache is keyed by the fusion that runs.
+        """
         _, _, _, index, cache = self._parts()
         self.validate_texts(queries, "queries")
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.settings.max_k:
             raise InvalidInput(f"k must be an integer from 1 to max_k={self.settings.max_k}, got {k!r}")
+        used = self.fusion_for(fusion)
         wanted = self._check_langs(langs, index)
         version = index.state_key
         keys = [
-            cache_key("res", self.repo.fingerprint if self.repo else "", version, json.dumps([q, k, wanted]))
+            cache_key(
+                "res",
+                self.repo.fingerprint if self.repo else "",
+                version,
+                json.dumps([q, k, wanted, used.method, used.weights, used.rrf_k]),
+            )
             for q in queries
         ]
         cached = await cache.get_many(keys)
@@ -228,7 +261,7 @@ class Engine:
         if missing:
             emb = await self._vectors([queries[i] for i in missing])
             t0 = time.perf_counter()
-            found = await asyncio.to_thread(index.search, emb.vectors, k, set(wanted) if wanted else None)
+            found = await asyncio.to_thread(self._search_fused, emb.vectors, k, set(wanted) if wanted else None, used)
             self.metrics.stage_seconds.labels("search").observe(time.perf_counter() - t0)
             for i, hits in zip(missing, found, strict=True):
                 results[i] = hits
@@ -239,6 +272,29 @@ class Engine:
                 }
             )
         return [r or [] for r in results]
+
+    def _search_fused(self, fused: np.ndarray, k: int, langs: set[str] | None, fusion: Fusion) -> list[list[Hit]]:
+        """Index search under `fusion` (worker thread): re-weighted summed cosines, or RRF re-ranking."""
+        repo, ensemble, _, index, _ = self._parts()
+        stored = tuple(normalized_weights(ensemble.weights).tolist())
+        queries = fused
+        if stored_layout(repo.ensemble.fusion.method) == "concat" and fusion.weights != stored:
+            queries = reweighted_queries(fused, ensemble.dims, stored, fusion.weights)
+        if fusion.method != "rrf":
+            return index.search(queries, k, langs)
+        for _ in range(RRF_ATTEMPTS):
+            candidates = index.search(queries, rrf_candidates(k), langs)
+            try:
+                rows = [index.vectors([h.id for h in hits]) for hits in candidates]
+            except NotFound:
+                continue  # a candidate was deleted between the search and the read-back
+            out = []
+            for query, hits, vectors in zip(fused, candidates, rows, strict=True):
+                by_id = {h.id: h for h in hits}
+                ranked = rrf_rerank(query, list(by_id), vectors, ensemble.dims, stored, fusion.weights, fusion.rrf_k, k)
+                out.append([replace(by_id[sid], score=score) for sid, score in ranked])
+            return out
+        raise Unavailable("the index changed during every attempt of this rrf search; retry the request")
 
     @staticmethod
     def _check_langs(langs: list[str] | None, index: SentenceIndex) -> list[str]:

@@ -5,6 +5,17 @@ benchmarks. The fused vector of `concat` is built so that its inner product is t
 of member cosines: with unit member vectors e_i and weights w_i summing to 1, the concatenation of
 sqrt(w_i) * e_i has unit norm and <q, d> = sum_i w_i cos(q_i, d_i). One FAISS search over the fused
 vectors is therefore exactly score-level "summed cosine" fusion, at the cost of one index.
+
+Fusion is chosen per repository (`ensemble.json`) and can be overridden per search request. The
+index keeps only the repository's fused vectors, and overrides are served from them
+(service/fusion.py holds the maths and its proof):
+
+* concat-layout repositories (concat, score_sum, rrf): each member's unit vector is block i of the
+  stored vector divided by sqrt(w_i), so `concat`/`score_sum` with other weights is an exact
+  re-weighting (the query's blocks scaled by w'_i / sqrt(w_i)), and `rrf` re-ranks the top
+  max(10 k, 100) summed-cosine candidates by per-member cosine rankings. A member stored at weight 0
+  cannot be asked for. `mean` is refused: a mean query is not comparable with concat vectors.
+* mean repositories: members cannot be recovered from the mean, so only their own fusion is served.
 """
 
 from __future__ import annotations

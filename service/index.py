@@ -464,6 +464,24 @@ class SentenceIndex:
             return None
         return Sentence(row[0], row[1], row[2], _load_metadata(row[3]))
 
+    def vectors(self, ids: list[str]) -> np.ndarray:
+        """The stored vectors of sentences by id, in the order given ([len(ids), dim] float32).
+
+        Per-request fusion reads members back out of the stored fused vectors (see service/fusion.py);
+        every kind keeps the raw vectors (IVF through its array direct map), so this is exact.
+        """
+        if not isinstance(ids, list) or not all(isinstance(sid, str) for sid in ids):
+            raise InvalidInput("ids: expected a list of strings")
+        with self._lock.read():
+            self._check_open()
+            missing = [sid for sid in ids if sid not in self._row_of]
+            if missing:
+                raise NotFound(f"unknown sentence id(s): {_name(missing)}")
+            rows = np.fromiter((self._row_of[sid] for sid in ids), dtype=np.int64, count=len(ids))
+            if not rows.size:
+                return np.zeros((0, self._dim), dtype=np.float32)
+            return np.asarray(self._faiss.reconstruct_batch(rows), dtype=np.float32)
+
     def _selector(self, langs: set[str] | None) -> tuple[int, Any]:
         """(rows a search may return, FAISS selector or None), cached until the next mutation."""
         key = frozenset(langs) if langs else None

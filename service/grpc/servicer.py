@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError, Message
 
 from service.engine import Engine
 from service.errors import InvalidInput
+from service.fusion import FusionOverride
 from service.grpc.errors import ERROR_KIND_KEY, status_for
 from service.grpc.stubs import xret_pb2
 from service.index import Sentence
@@ -107,7 +108,11 @@ class RetrievalServicer:
     ) -> xret_pb2.SearchResponse:
         start = time.perf_counter()
         queries = list(request.queries)
-        found = await self.engine.search(queries, request.k, list(request.langs) or None)
+        override = None
+        if request.HasField("fusion"):
+            override = FusionOverride(request.fusion.method or None, list(request.fusion.weights) or None)
+        found = await self.engine.search(queries, request.k, list(request.langs) or None, override)
+        used = self.engine.fusion_for(override)
         results = [
             xret_pb2.QueryResult(
                 query=query,
@@ -125,7 +130,12 @@ class RetrievalServicer:
             for query, hits in zip(queries, found, strict=True)
         ]
         took_ms = (time.perf_counter() - start) * 1000.0
-        return xret_pb2.SearchResponse(results=results, model=self.engine.model_name, took_ms=took_ms)
+        return xret_pb2.SearchResponse(
+            results=results,
+            model=self.engine.model_name,
+            took_ms=took_ms,
+            fusion=xret_pb2.AppliedFusion(method=used.method, weights=used.weights),
+        )
 
     async def Embed(self, request: xret_pb2.EmbedRequest, context: grpc.aio.ServicerContext) -> xret_pb2.EmbedResponse:
         result = await self.engine.embed(list(request.texts))

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.engine import Engine
 from service.errors import InvalidInput, NotFound
+from service.fusion import FusionOverride
 from service.index import Sentence
 from service.rest.schemas import (
     AddSentencesRequest,
@@ -27,6 +28,7 @@ from service.rest.schemas import (
     EmbedRequest,
     EmbedResponse,
     ErrorResponse,
+    FusionUsed,
     HealthResponse,
     Hit,
     InfoResponse,
@@ -84,12 +86,15 @@ def create_router(engine: Engine) -> APIRouter:
         started = time.perf_counter()
         queries, field = body.texts()
         engine.validate_texts(queries, field)
-        found = await engine.search(queries, body.k, body.langs)
+        override = None if body.fusion is None else FusionOverride(body.fusion.method, body.fusion.weights)
+        found = await engine.search(queries, body.k, body.langs, override)
+        used = engine.fusion_for(override)
         return SearchResponse(
             results=[
                 QueryResult(query=q, hits=[Hit(**asdict(h)) for h in hits])
                 for q, hits in zip(queries, found, strict=True)
             ],
+            fusion=FusionUsed(method=used.method, weights=list(used.weights)),
             model=engine.model_name,
             took_ms=round((time.perf_counter() - started) * 1000, 3),
         )

@@ -50,6 +50,25 @@ class OpenAIErrorResponse(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------- search
+class FusionRequest(Strict):
+    """A per-request fusion; omitted fields keep the repository's own (see GET /info)."""
+
+    method: Literal["concat", "score_sum", "rrf", "mean"] | None = Field(
+        None,
+        description=(
+            "concat / score_sum: weighted sum of member cosines (exact re-weighting of the whole index); "
+            "rrf: reciprocal-rank fusion re-ranking the top max(10k, 100) summed-cosine candidates; "
+            "mean: only on repositories that store the mean."
+        ),
+        examples=["rrf"],
+    )
+    weights: list[float] | None = Field(
+        None,
+        description="One non-negative weight per member, in member order (normalised to sum 1).",
+        examples=[[1.0, 0.5]],
+    )
+
+
 class SearchRequest(Strict):
     """Give `query` for one query or `queries` for several (not both)."""
 
@@ -62,6 +81,9 @@ class SearchRequest(Strict):
         None,
         description="Only return sentences in these languages (codes as indexed); omit for all.",
         examples=[["deu", "fra"]],
+    )
+    fusion: FusionRequest | None = Field(
+        None, description="Override the repository's fusion for this request; omit to use the repository's."
     )
 
     @model_validator(mode="after")
@@ -83,7 +105,10 @@ class Hit(BaseModel):
     id: str = Field(description="Sentence id.", examples=["tatoeba-1234"])
     text: str = Field(description="The indexed sentence.", examples=["Wo ist der Bahnhof?"])
     lang: str = Field(description="Its language code.", examples=["deu"])
-    score: float = Field(description="Fused cosine similarity (1.0 = same embedding).", examples=[0.87])
+    score: float = Field(
+        description="Fused cosine similarity (1.0 = same embedding); with fusion rrf, the RRF score.",
+        examples=[0.87],
+    )
     metadata: dict[str, Any] | None = Field(None, description="Metadata stored with the sentence.")
 
 
@@ -92,8 +117,14 @@ class QueryResult(BaseModel):
     hits: list[Hit] = Field(description="Best first.")
 
 
+class FusionUsed(BaseModel):
+    method: str = Field(description="The fusion method that ranked the hits.", examples=["concat"])
+    weights: list[float] = Field(description="Member weights used, in member order, summing to 1.")
+
+
 class SearchResponse(BaseModel):
     results: list[QueryResult] = Field(description="One entry per query, in request order.")
+    fusion: FusionUsed = Field(description="The fusion actually used (the repository's unless overridden).")
     model: str = Field(description="Name of the served model repository.", examples=["xret-ensemble"])
     took_ms: float = Field(description="Server-side time for the whole request.", examples=[4.2])
 
