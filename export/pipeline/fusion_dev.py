@@ -1,0 +1,110 @@
+"""Fusion weights chosen on the retrieval dev set (stsb_multi_mt dev, never Tatoeba or BUCC).
+
+Members are run exactly as the service runs them (their exported ONNX graphs through service.encoders),
+then every candidate in the grid (the product of `weight_grid` over members, all-zero excluded, duplicates
+after normalisation dropped) is scored by xx->en P@1. The concat fused vector's inner product is the
+weighted sum of member cosines (see service.ensemble), so a candidate's scores are sum_i w_i S_i over
+per-member similarity matrices computed once; no candidate needs its own embedding pass. Single-member
+candidates are in the grid whenever it holds 0, so the chosen ensemble is never worse on dev than its
+best member.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.repository_writer import write_ensemble
+from service.encoders import load_encoders
+from service.encoders.base import Encoder
+from service.ensemble import l2_normalize
+from service.repository import load_repository
+
+MAX_CANDIDATES = 4096
+EMBED_BATCH = 64
+METRIC = "stsb_multi_mt dev xx->en P@1 (gold strictly above every other English sentence), mean over langs"
+
+
+class FusionSelectionError(ValueError):
+    """The weight grid is unusable (too many candidates for the member count)."""
+
+
+def candidate_weights(n_members: int, grid: Sequence[float]) -> list[tuple[float, ...]]:
+    """Grid product, all-zero removed, one representative per normalised weight vector, in product order."""
+    count = len(set(grid)) ** n_members
+    if count > MAX_CANDIDATES:
+        raise FusionSelectionError(
+            f"ensemble.weight_grid {list(grid)} over {n_members} members gives {count} candidates "
+            f"(limit {MAX_CANDIDATES}); use a coarser grid such as [0, 1]"
+        )
+    seen: set[tuple[float, ...]] = set()
+    out: list[tuple[float, ...]] = []
+    for weights in itertools.product(sorted(set(grid)), repeat=n_members):
+        total = sum(weights)
+        if total <= 0:
+            continue
+        key = tuple(round(w / total, 9) for w in weights)
+        if key not in seen:
+            seen.add(key)
+            out.append(tuple(float(w) for w in weights))
+    return out
+
+
+def embed_texts(encoder: Encoder, texts: list[str]) -> np.ndarray:
+    """Unit vectors from one member, batched by length like the service's micro-batcher."""
+    ids = encoder.tokenizer.encode(texts)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = np.zeros((len(texts), 0), dtype=np.float32)
+    for start in range(0, len(order), EMBED_BATCH):
+        rows = order[start : start + EMBED_BATCH]
+        vectors = l2_normalize(encoder.forward([ids[i] for i in rows]))
+        if out.shape[1] == 0:
+            out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+        out[rows] = vectors
+    return out
+
+
+def p1_from_scores(scores: np.ndarray) -> float:
+    """Fraction of rows whose diagonal (gold) score is strictly above every other score in the row."""
+    gold = np.diag(scores).copy()
+    others = scores.copy()
+    np.fill_diagonal(others, -np.inf)
+    return float(np.mean(gold > others.max(axis=1)))
+
+
+def select_weights(
+    repo: Path, members: list[str], grid: Sequence[float], dev: Mapping[str, tuple[Sequence[str], Sequence[str]]]
+) -> dict[str, Any]:
+    """Score every candidate; returns selection.json's payload (all candidates, the chosen one first-best)."""
+    candidates = candidate_weights(len(members), grid)
+    write_ensemble(repo, members, method="concat")  # provisional, so the members load as the service loads them
+    encoders = load_encoders(load_repository(repo), device="cpu", threads=1)
+    texts = sorted({t for src, tgt in dev.values() for t in (*src, *tgt)})
+    row = {text: i for i, text in enumerate(texts)}
+    similarities: dict[str, list[np.ndarray]] = {lang: [] for lang in dev}
+    for encoder in encoders:
+        vectors = embed_texts(encoder, texts)
+        for lang, (src, tgt) in dev.items():
+            similarities[lang].append(vectors[[row[t] for t in src]] @ vectors[[row[t] for t in tgt]].T)
+    results: list[dict[str, Any]] = []
+    for weights in candidates:
+        w = np.asarray(weights) / sum(weights)
+        by_lang = {
+            lang: p1_from_scores(sum(wi * s for wi, s in zip(w, sims, strict=True)))
+            for lang, sims in similarities.items()
+        }
+        results.append({"weights": list(weights), "p1": float(np.mean(list(by_lang.values()))), "by_lang": by_lang})
+    best = max(range(len(results)), key=lambda i: (results[i]["p1"], -i))
+    return {
+        "metric": METRIC,
+        "members": members,
+        "langs": list(dev),
+        "pairs_per_lang": {lang: len(src) for lang, (src, _) in dev.items()},
+        "weight_grid": list(grid),
+        "candidates": results,
+        "chosen": results[best],
+    }
