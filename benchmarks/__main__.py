@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from benchmarks.load import cli as load_cli
 from benchmarks.retrieval import cli as retrieval_cli
 
-SUBCOMMANDS = (retrieval_cli,)
+SUBCOMMANDS = (retrieval_cli, load_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,9 @@ log = logging.getLogger("xret.server")
 def _bind_socket(host: str, port: int) -> socket.socket:
     """Bind the REST socket ourselves so port 0 resolves to a known free port before start-up."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on sockets that name TCP, and without it every
+    # small REST response waited ~40 ms for Nagle/delayed-ACK (measured in benchmarks/PERFORMANCE.md).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)

@@ -1,0 +1,84 @@
+"""Latency against throughput, one line per system, from scenario JSON files.
+
+Each closed-loop run is a point (texts/s, latency); a system's points joined in order of
+concurrency show where its latency turns upward, i.e. where it saturates. Open-loop runs get their
+own panel (offered rate vs latency), where queueing shows as the knee. p50 is drawn solid and p99
+dashed in the system's colour.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+import matplotlib.pyplot as plt
+
+
+def _runs(paths: list[Path]) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    for path in paths:
+        runs.extend(json.loads(path.read_text(encoding="utf-8")).get("runs", []))
+    return runs
+
+
+def plot_latency_throughput(paths: list[Path], out: Path, texts_per_request: int = 1) -> Path:
+    """Write a PNG of the closed-loop (and, when present, open-loop) runs found in `paths`."""
+    runs = [r for r in _runs(paths) if r["texts_per_request"] == texts_per_request and r["ok"]]
+    closed: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    opened: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        (closed if r["mode"] == "closed" else opened)[r["system"]].append(r)
+    if not closed and not opened:
+        raise ValueError(f"no successful runs with {texts_per_request} text(s) per request in {paths}")
+    panels = 2 if opened else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 5), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    systems = sorted(set(closed) | set(opened))
+    colour = {s: colours[i % len(colours)] for i, s in enumerate(systems)}
+    ax = axes[0][0]
+    for system, points in sorted(closed.items()):
+        points.sort(key=lambda r: r["concurrency"])
+        x = [r["texts_per_s"] for r in points]
+        ax.plot(x, [r["latency_ms"]["p50"] for r in points], "o-", color=colour[system], label=f"{system} p50")
+        ax.plot(x, [r["latency_ms"]["p99"] for r in points], "x--", color=colour[system], label=f"{system} p99")
+        for r in points:
+            ax.annotate(
+                str(r["concurrency"]),
+                (r["texts_per_s"], r["latency_ms"]["p50"]),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(3, 3),
+            )
+    ax.set(
+        xlabel="throughput (texts/s)",
+        ylabel="latency (ms)",
+        yscale="log",
+        title=f"closed loop, {texts_per_request} text(s)/request (labels: concurrency)",
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    if opened:
+        ax = axes[0][1]
+        for system, points in sorted(opened.items()):
+            points.sort(key=lambda r: r["offered_rps"])
+            x = [r["offered_rps"] * texts_per_request for r in points]
+            ax.plot(x, [r["latency_ms"]["p50"] for r in points], "o-", color=colour[system], label=f"{system} p50")
+            ax.plot(x, [r["latency_ms"]["p99"] for r in points], "x--", color=colour[system], label=f"{system} p99")
+        ax.set(
+            xlabel="offered load (texts/s, Poisson arrivals)",
+            ylabel="latency from planned send (ms)",
+            yscale="log",
+            title="open loop",
+        )
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,106 @@
+"""The load tool end to end against a real service (tiny repository): REST and gRPC, JSON out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from benchmarks.load.cli import main
+from benchmarks.load.server_metrics import parse_metrics
+
+if TYPE_CHECKING:  # tests/integration is not a package; only mypy needs the type
+    from tests.integration.conftest import RunningService
+
+RUN_KEYS = {
+    "system",
+    "mode",
+    "concurrency",
+    "texts_per_request",
+    "requests",
+    "ok",
+    "errors",
+    "elapsed_s",
+    "throughput_rps",
+    "texts_per_s",
+    "latency_ms",
+    "send_lag_ms",
+    "server",
+}
+
+
+@pytest.fixture
+def tatoeba(tmp_path: Path) -> Path:
+    """A small multilingual slice in the Tatoeba file layout (the tool reads only that layout)."""
+    folder = tmp_path / "tatoeba"
+    folder.mkdir()
+    for lang, lines in {
+        "deu": ["Der Zug fährt um neun.", "Die Katze schläft.", "Es regnet in den Bergen."],
+        "fra": ["Le train part à neuf heures.", "Le chat dort.", "Il pleut en montagne."],
+        "jpn": ["電車は九時に出ます。", "猫が寝ています。"],
+    }.items():
+        (folder / f"tatoeba.{lang}-eng.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("target", "texts_per_request"),
+    [("rest-embed", 1), ("grpc-embed", 3), ("rest-search", 2), ("grpc-search", 1)],
+)
+def test_closed_loop_run_writes_the_report(
+    live: RunningService, tatoeba: Path, tmp_path: Path, target: str, texts_per_request: int
+) -> None:
+    if target.endswith("search"):  # something to find
+        body = {"sentences": [{"text": "Der Zug fährt um neun.", "lang": "deu"}]}
+        httpx.post(f"{live.rest}/sentences", json=body, timeout=30).raise_for_status()
+    out = tmp_path / "run.json"
+    code = main(
+        [
+            "run",
+            "--target",
+            target,
+            "--url",
+            live.rest,
+            "--grpc",
+            live.grpc,
+            "--concurrency",
+            "1,4",
+            "--duration",
+            "0.6",
+            "--warmup",
+            "0.2",
+            "--texts-per-request",
+            str(texts_per_request),
+            "--tatoeba",
+            str(tatoeba),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert [r["concurrency"] for r in report["runs"]] == [1, 4]
+    for run in report["runs"]:
+        assert set(run) >= RUN_KEYS
+        assert run["errors"] == {} and run["ok"] == run["requests"] > 0
+        assert run["texts_per_s"] == pytest.approx(run["throughput_rps"] * texts_per_request, rel=1e-3)
+        assert run["latency_ms"]["p50"] <= run["latency_ms"]["p99"] <= run["latency_ms"]["max"]
+        server = run["server"]
+        transport, method = ("rest", target.split("-")[1]) if target.startswith("rest") else ("grpc", None)
+        served = sum(n for key, n in server["requests"].items() if key.startswith(transport))
+        assert served == run["requests"]  # the server saw exactly the measured requests
+        if method == "embed":
+            assert server["cache"]["embedding"]["hit"] + server["cache"]["embedding"]["miss"] > 0
+    # the tiny pool repeats, so the second run is answered from the cache
+    assert report["runs"][1]["server"]["cache"]["embedding" if "embed" in target else "result"]["hit_ratio"] > 0.5
+
+
+def test_scraper_reads_the_live_metrics_endpoint(live: RunningService) -> None:
+    httpx.post(f"{live.rest}/embed", json={"texts": ["hello", "Hallo"]}, timeout=30).raise_for_status()
+    scrape = parse_metrics(httpx.get(f"{live.rest}/metrics", timeout=30).text)
+    assert scrape["xret_batch_texts_count"] >= 1
+    assert scrape['xret_cache_total{kind="embedding",result="miss"}'] == 2.0
+    assert 'xret_stage_seconds_count{stage="encode"}' in scrape
