@@ -19,6 +19,8 @@ import onnx
 import onnxruntime as ort
 import tokenizers
 
+from service.encoders.onnx import pad_batch
+
 GEMM_SHAPES = ((2048, 2048, 2048), (384, 384, 1536), (384, 1536, 384))
 
 
@@ -71,12 +73,8 @@ def _session(model_path: Path, threads: int) -> ort.InferenceSession:
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:
-    longest = max(len(r) for r in rows)
-    ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), longest), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
+    """The service's own padding, so the ceiling feeds exactly what xret would."""
+    ids, mask = pad_batch(rows, pad_id)
     return {"input_ids": ids, "attention_mask": mask}
 
 
