@@ -213,9 +213,12 @@ class Engine:
         return vec if vec.shape == (dim,) else None
 
     # ------------------------------------------------------------------- public
-    async def embed(self, texts: list[str]) -> EmbedResult:
-        """Fused, L2-normalised embeddings of texts (the same vectors the index stores)."""
-        self.validate_texts(texts, "texts")
+    async def embed(self, texts: list[str], field: str = "texts") -> EmbedResult:
+        """Fused, L2-normalised embeddings of texts (the same vectors the index stores).
+
+        `field` is the request field the texts came from, so limit errors name what the client sent.
+        """
+        self.validate_texts(texts, field)
         return await self._vectors(texts)
 
     def fusion_for(self, override: FusionOverride | None) -> Fusion:
@@ -231,14 +234,16 @@ class Engine:
         k: int = 10,
         langs: list[str] | None = None,
         fusion: FusionOverride | None = None,
+        field: str = "queries",
     ) -> list[list[Hit]]:
         """Nearest indexed sentences for each query, optionally only in the target languages.
 
         `fusion` overrides the repository's fusion for this request (see service/fusion.py for what
         can be served from the stored vectors); the result cache is keyed by the fusion that runs.
+        `field` names the request field in error messages, as for `embed`.
         """
-        _, _, _, index, cache = self._parts()
-        self.validate_texts(queries, "queries")
+        repo, _, _, index, cache = self._parts()
+        self.validate_texts(queries, field)
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.settings.max_k:
             raise InvalidInput(f"k must be an integer from 1 to max_k={self.settings.max_k}, got {k!r}")
         used = self.fusion_for(fusion)
@@ -247,7 +252,7 @@ class Engine:
         keys = [
             cache_key(
                 "res",
-                self.repo.fingerprint if self.repo else "",
+                repo.fingerprint,
                 version,
                 json.dumps([q, k, wanted, used.method, used.weights, used.rrf_k]),
             )

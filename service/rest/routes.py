@@ -85,9 +85,8 @@ def create_router(engine: Engine) -> APIRouter:
     async def search(body: SearchRequest) -> SearchResponse:
         started = time.perf_counter()
         queries, field = body.texts()
-        engine.validate_texts(queries, field)
         override = None if body.fusion is None else FusionOverride(body.fusion.method, body.fusion.weights)
-        found = await engine.search(queries, body.k, body.langs, override)
+        found = await engine.search(queries, body.k, body.langs, override, field=field)
         used = engine.fusion_for(override)
         return SearchResponse(
             results=[
@@ -132,8 +131,7 @@ def create_router(engine: Engine) -> APIRouter:
                 f"omit dimensions or pass {dim}"
             )
         texts = [body.input] if isinstance(body.input, str) else body.input
-        engine.validate_texts(texts, "input")
-        result = await engine.embed(texts)
+        result = await engine.embed(texts, field="input")
         vectors = result.vectors.astype("<f4", copy=False)
         data = [
             OpenAIEmbedding(
