@@ -59,17 +59,19 @@ def add_parser(sub: Any) -> None:
 
 
 def parse_systems(raw: list[str]) -> list[Any]:
-    """`NAME=REPO_DIR` pairs -> System list; names must be unique and file-name safe."""
-    from benchmarks.retrieval.runner import System
+    """`NAME=REPO_DIR[:MEMBERS][@FUSION]` specs -> System list; names must be unique and file-name safe."""
+    from benchmarks.retrieval.systems import System
 
     systems: list[System] = []
     for item in raw:
-        name, eq, repo = item.partition("=")
-        if not eq or not NAME_RE.match(name) or not repo:
-            raise BenchmarkError(f"--system {item!r}: expected NAME=REPO_DIR with NAME of letters, digits, _.+-")
+        name, eq, spec = item.partition("=")
+        if not eq or not NAME_RE.match(name) or not spec:
+            raise BenchmarkError(
+                f"--system {item!r}: expected NAME=REPO_DIR[:MEMBER,MEMBER...][@FUSION], NAME of letters, digits, _.+-"
+            )
         if any(s.name == name for s in systems):
             raise BenchmarkError(f"--system {item!r}: the name {name!r} is used twice")
-        systems.append(System(name=name, repo=Path(repo)))
+        systems.append(System.parse(name, spec))
     return systems
 
 

@@ -4,9 +4,11 @@ Going through `service.engine.Engine` (ONNX members, micro-batcher, fusion) rath
 PyTorch path means the benchmark scores exactly the vectors the service would index. The engine is
 only started on the first cache miss, so a re-run over cached texts never loads a model.
 
-Cache entries are `<cache_dir>/<repository fingerprint>/<sha256 of the text list>.npy`. The
-fingerprint already hashes member weights, tokenizers, prefixes and fusion, so a changed repository
-can never be served stale vectors.
+Cache entries are `<cache_dir>/<key>/<sha256 of the text list>.npy`. For a one-member repository the
+key hashes what decides that member's vectors (ONNX and tokenizer sha256, prefix, max length,
+normalisation, dim) and not its name, so the same weights exported under two names (`e5-small` in
+the base repository, `base` in a pipeline's) share one cache; otherwise it is the repository
+fingerprint, which hashes members and fusion. Either way a changed model is never served stale vectors.
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ class EngineEmbedder:
     def fingerprint(self) -> str:
         return self.repository.fingerprint
 
+    @property
+    def cache_key(self) -> str:
+        """Member content hash for a lone member (name-independent), else the repository fingerprint."""
+        if len(self.repository.members) != 1:
+            return self.fingerprint
+        s = self.repository.members[0].spec
+        content = [s.onnx_sha256, s.tokenizer_sha256, s.text_prefix, s.max_length, s.normalize, s.dim]
+        return "member-" + hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
+
     async def __aenter__(self) -> EngineEmbedder:
         return self
 
@@ -87,7 +98,7 @@ class EngineEmbedder:
     def _cache_path(self, texts: list[str]) -> Path | None:
         if self.cache_dir is None:
             return None
-        return Path(self.cache_dir) / self.fingerprint / f"{text_list_key(texts)}.npy"
+        return Path(self.cache_dir) / self.cache_key / f"{text_list_key(texts)}.npy"
 
     async def embed(self, texts: list[str], desc: str = "embed") -> np.ndarray:
         """Fused unit vectors [len(texts), dim], from the cache when this exact list was embedded before."""

@@ -16,8 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.retrieval import bucc, tatoeba
-from benchmarks.retrieval.embed import EngineEmbedder
 from benchmarks.retrieval.metrics import bootstrap_macro_means, percentile_interval
+from benchmarks.retrieval.systems import System, SystemEmbedder
 
 TATOEBA_PROTOCOL = (
     "XTREME: per language, xx sentences searched among the (sorted) English side of the same file; "
@@ -25,14 +25,6 @@ TATOEBA_PROTOCOL = (
 )
 MARGIN_K = 4
 N_BOOTSTRAP = 1000
-
-
-@dataclass(frozen=True)
-class System:
-    """A named model repository to benchmark."""
-
-    name: str
-    repo: Path
 
 
 @dataclass
@@ -55,7 +47,7 @@ def pct(x: float) -> float:
 
 
 async def _tatoeba(
-    embedder: EngineEmbedder, pairs: list[tatoeba.TatoebaPair], name: str, seed: int
+    embedder: SystemEmbedder, pairs: list[tatoeba.TatoebaPair], name: str, seed: int
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Per-language and averaged P@1 of one system, plus its bootstrap replicates for paired gains."""
     per_language: dict[str, dict[str, Any]] = {}
@@ -82,7 +74,7 @@ async def _tatoeba(
     return {"per_language": per_language, "average": average}, replicates
 
 
-async def _bucc(embedder: EngineEmbedder, corpus: bucc.BuccCorpus, cfg: RunConfig) -> dict[str, Any]:
+async def _bucc(embedder: SystemEmbedder, corpus: bucc.BuccCorpus, cfg: RunConfig) -> dict[str, Any]:
     """Mining F1 with ratio margin and with plain cosine, each with CV and oracle thresholds."""
     x = await embedder.embed(corpus.src.unique_texts, desc="bucc zh")
     y = await embedder.embed(corpus.tgt.unique_texts, desc="bucc en")
@@ -135,21 +127,22 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
     bucc_results: dict[str, Any] = {}
     for system in systems:
         t0 = time.perf_counter()
-        async with EngineEmbedder(system.repo, cfg.cache_dir, cfg.threads) as embedder:
+        async with SystemEmbedder(system, cfg.cache_dir, cfg.threads) as embedder:
             if "tatoeba" in cfg.tasks:
                 tatoeba_results[system.name], replicates[system.name] = await _tatoeba(
                     embedder, pairs, system.name, cfg.seed
                 )
             if corpus is not None:
                 bucc_results[system.name] = await _bucc(embedder, corpus, cfg)
-            repo = embedder.repository
             system_info[system.name] = {
                 "repo": str(system.repo),
                 "fingerprint": embedder.fingerprint,
-                "members": [m.spec.name for m in repo.members],
-                "base_models": sorted({m.spec.base_model for m in repo.members}),
-                "fusion": repo.ensemble.fusion.method,
-                "dim": repo.ensemble.dim,
+                "members": embedder.names,
+                "member_fingerprints": [m.fingerprint for m in embedder.members],
+                "base_models": sorted({s.spec.base_model for m in embedder.members for s in m.repository.members}),
+                "fusion": embedder.method,
+                "weights": embedder.weights,
+                "dim": embedder.dim,
                 "texts_embedded": embedder.texts_embedded,
                 "texts_from_cache": embedder.texts_from_cache,
                 "embed_seconds": round(embedder.embed_seconds, 2),

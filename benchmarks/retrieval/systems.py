@@ -1,0 +1,155 @@
+"""Systems as member subsets of a repository, embedded member by member and fused the service's way.
+
+The study compares dozens of ensembles built from the same few members. Embedding each ensemble as a
+whole would re-run every member once per ensemble; instead each member is embedded once, through the
+service's own `Engine` over a one-member view of the repository, cached under that view's fingerprint
+(which hashes the member's weights, tokenizer, prefix and max length), and the system's vectors are then
+fused with `service.ensemble.fuse`, the function the engine's `Ensemble.run` calls on every batch. Fusing
+unit vectors again is a no-op on their normalisation, so the result equals the engine's output on the
+full repository (tested), at the cost of one embedding pass per member instead of one per ensemble.
+
+A system spec is `NAME=REPO_DIR[:MEMBER,MEMBER...][@FUSION]`: without members it is the repository's own
+ensemble (its members, fusion and weights); with members it is that subset with uniform weights and the
+repository's fusion method, or FUSION when given. Score-level `rrf` is a re-ranking done at search time
+on the service's candidate list, not an embedding, so it is refused here rather than silently scored as
+summed cosines; `score_sum` is exactly `concat` (see service.ensemble) and is scored that way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from benchmarks.retrieval.embed import EngineEmbedder
+from benchmarks.retrieval.errors import BenchmarkError
+from service.ensemble import fuse
+from service.repository import (
+    EnsembleSpec,
+    FusionSpec,
+    RepositoryError,
+    load_repository,
+    write_json_atomic,
+)
+
+EMBEDDING_FUSIONS = ("concat", "mean", "score_sum")
+
+
+@dataclass(frozen=True)
+class System:
+    """A named system: a repository, optionally narrowed to some members and another fusion method."""
+
+    name: str
+    repo: Path
+    members: tuple[str, ...] | None = None
+    fusion: str | None = None
+
+    @classmethod
+    def parse(cls, name: str, spec: str) -> System:
+        """`REPO_DIR[:m1,m2][@fusion]` -> System; a malformed spec is a BenchmarkError naming it."""
+        rest, at, fusion = spec.rpartition("@") if "@" in spec else (spec, "", "")
+        repo, colon, members_raw = rest.partition(":")
+        if not repo or (at and not fusion) or (colon and not members_raw.strip(",")):
+            raise BenchmarkError(f"--system {name}={spec!r}: expected NAME=REPO_DIR[:MEMBER,MEMBER...][@FUSION]")
+        members = tuple(m.strip() for m in members_raw.split(",") if m.strip()) if colon else None
+        if members is not None and len(set(members)) != len(members):
+            raise BenchmarkError(f"--system {name}={spec!r}: a member is listed twice")
+        if fusion and fusion not in EMBEDDING_FUSIONS:
+            raise BenchmarkError(
+                f"--system {name}={spec!r}: fusion {fusion!r} cannot be benchmarked from embeddings; "
+                f"use one of {EMBEDDING_FUSIONS}"
+            )
+        return cls(name=name, repo=Path(repo), members=members, fusion=fusion or None)
+
+
+class SystemEmbedder:
+    """Async context manager giving a system's fused vectors; members are embedded and cached one by one."""
+
+    def __init__(self, system: System, cache_dir: Path | None, threads: int = 0) -> None:
+        try:
+            repository = load_repository(system.repo, verify_hashes=False)
+        except RepositoryError as exc:
+            raise BenchmarkError(f"system {system.name!r}: {exc}") from None
+        own = repository.ensemble
+        names = list(system.members) if system.members is not None else list(own.members)
+        available = {m.name for m in (system.repo / "members").iterdir() if (m / "member.json").is_file()}
+        missing = [n for n in names if n not in available]
+        if missing:
+            raise BenchmarkError(
+                f"system {system.name!r}: member(s) {missing} not in {system.repo / 'members'} "
+                f"(it has: {', '.join(sorted(available))})"
+            )
+        self.method = system.fusion or own.fusion.method
+        if self.method == "rrf":
+            raise BenchmarkError(
+                f"system {system.name!r}: repository fusion 'rrf' re-ranks at search time and has no embedding; "
+                "append @concat (summed cosines, the candidates rrf re-ranks) to score it"
+            )
+        same_ensemble = system.members is None or list(system.members) == list(own.members)
+        self.weights = own.fusion.resolved_weights(len(names)) if same_ensemble else [1.0] * len(names)
+        self.names = names
+        self._views = tempfile.TemporaryDirectory(prefix="xret-bench-views-")
+        self.members = [
+            EngineEmbedder(_member_view(system.repo, name, Path(self._views.name)), cache_dir, threads)
+            for name in names
+        ]
+        dims = {m.repository.ensemble.dim for m in self.members}
+        if self.method == "mean" and len(dims) != 1:
+            raise BenchmarkError(f"system {system.name!r}: fusion 'mean' needs members of one dim, got {sorted(dims)}")
+        self.dim = sum(m.repository.ensemble.dim for m in self.members) if self.method != "mean" else dims.pop()
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the fused vectors: member fingerprints in order, method and weights."""
+        payload = json.dumps([[m.fingerprint for m in self.members], self.method, self.weights])
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @property
+    def texts_embedded(self) -> int:
+        return sum(m.texts_embedded for m in self.members)
+
+    @property
+    def texts_from_cache(self) -> int:
+        return sum(m.texts_from_cache for m in self.members)
+
+    @property
+    def embed_seconds(self) -> float:
+        return sum(m.embed_seconds for m in self.members)
+
+    async def __aenter__(self) -> SystemEmbedder:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for member in self.members:
+            await member.__aexit__(exc_type, exc, tb)
+        self._views.cleanup()
+
+    async def embed(self, texts: list[str], desc: str = "embed") -> np.ndarray:
+        """Fused unit vectors [len(texts), dim]: each member from its cache or its engine, then `fuse`."""
+        vectors = []
+        for name, member in zip(self.names, self.members, strict=True):
+            vectors.append(await member.embed(texts, desc=f"{desc} {name}"))
+        return np.ascontiguousarray(fuse(self.method, vectors, self.weights), dtype=np.float32)
+
+
+def _member_view(repo: Path, name: str, root: Path) -> Path:
+    """A one-member repository under `root` whose member folder links to the original (nothing copied).
+
+    Its ensemble.json is what `export base` writes for a lone member (concat, default weights), so a
+    one-member repository and the view of its member share a fingerprint and an embedding cache.
+    """
+    view = root / name
+    (view / "members").mkdir(parents=True)
+    os.symlink((repo / "members" / name).resolve(), view / "members" / name, target_is_directory=True)
+    member_json = json.loads((repo / "members" / name / "member.json").read_text(encoding="utf-8"))
+    spec = EnsembleSpec(members=[name], fusion=FusionSpec(method="concat"), dim=int(member_json["dim"]))
+    write_json_atomic(view / "ensemble.json", spec.to_json())
+    return view

@@ -1,0 +1,73 @@
+"""Benchmark systems: member subsets, per-member caching, and fusion equal to the engine's own output."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.retrieval.errors import BenchmarkError
+from benchmarks.retrieval.systems import System, SystemEmbedder
+from service.config import Settings
+from service.engine import Engine
+
+TEXTS = ["Wo ist der Bahnhof?", "Where is the station?", "Il pleut.", "It is raining today.", "猫が好きです。"]
+
+
+async def _engine_vectors(repo: Path, index: Path) -> np.ndarray:
+    engine = Engine(Settings(repo=repo, index=index, redis_url=None, cache_size=0, snapshot_interval_s=0))
+    await engine.start()
+    try:
+        return (await engine.embed(TEXTS)).vectors
+    finally:
+        await engine.stop()
+
+
+async def _system_vectors(system: System, cache: Path | None) -> tuple[np.ndarray, SystemEmbedder]:
+    async with SystemEmbedder(system, cache) as embedder:
+        return await embedder.embed(TEXTS), embedder
+
+
+def test_whole_repository_system_equals_the_engine(tiny_repo: Path, tmp_path: Path) -> None:
+    expected = asyncio.run(_engine_vectors(tiny_repo, tmp_path / "index"))
+    got, embedder = asyncio.run(_system_vectors(System("all", tiny_repo), tmp_path / "cache"))
+    assert embedder.names == ["tiny0", "tiny1"] and embedder.method == "concat"
+    assert got.shape == expected.shape == (len(TEXTS), embedder.dim)
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_subsets_share_member_caches_and_mean_fusion_keeps_one_dim(tiny_repo: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    one, first = asyncio.run(_system_vectors(System.parse("one", f"{tiny_repo}:tiny1"), cache))
+    assert first.texts_embedded == len(TEXTS) and one.shape == (len(TEXTS), 32)
+    mean, second = asyncio.run(_system_vectors(System.parse("mean", f"{tiny_repo}:tiny0,tiny1@mean"), cache))
+    # tiny1 comes from the cache written by the first system; only tiny0 runs
+    assert (second.texts_embedded, second.texts_from_cache) == (len(TEXTS), len(TEXTS))
+    assert mean.shape == (len(TEXTS), 32) and second.weights == [1.0, 1.0]
+    np.testing.assert_allclose(np.linalg.norm(mean, axis=1), 1.0, atol=1e-5)
+    # mean of the two members' unit vectors, renormalised, by hand from the cached singles
+    zero, _ = asyncio.run(_system_vectors(System.parse("zero", f"{tiny_repo}:tiny0"), cache))
+    by_hand = (zero + one) / np.linalg.norm(zero + one, axis=1, keepdims=True)
+    np.testing.assert_allclose(mean, by_hand, atol=1e-5)
+    assert System.parse("a", f"{tiny_repo}:tiny0").members == ("tiny0",)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("{repo}:", "expected NAME=REPO_DIR"),
+        ("{repo}@", "expected NAME=REPO_DIR"),
+        ("{repo}:tiny0,tiny0", "listed twice"),
+        ("{repo}@rrf", "cannot be benchmarked from embeddings"),
+    ],
+)
+def test_malformed_specs_are_named(tiny_repo: Path, spec: str, message: str) -> None:
+    with pytest.raises(BenchmarkError, match=message):
+        System.parse("x", spec.format(repo=tiny_repo))
+
+
+def test_unknown_member_lists_what_the_repository_has(tiny_repo: Path) -> None:
+    with pytest.raises(BenchmarkError, match=r"\['nope'\] not in .*it has: tiny0, tiny1"):
+        SystemEmbedder(System.parse("x", f"{tiny_repo}:tiny0,nope"), None)
