@@ -51,8 +51,11 @@ def run_pipeline(config: PipelineConfig, verbose: bool = True) -> StepLog:
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     base = _base(config, log)
-    trained = {name: _train(config, name, base, log) for name in config.tasks}
-    exported = {name: _export_trained(config, name, trained[name], base, log) for name in config.tasks}
+    trained: dict[str, Built] = {}
+    exported: dict[str, Built] = {}
+    for name in config.tasks:  # export each member as soon as it is trained, so it can be benchmarked early
+        trained[name] = _train(config, name, base, log)
+        exported[name] = _export_trained(config, name, trained[name], base, log)
     needed = set(config.ensemble.members) if config.ensemble else set()
     if BASE_MEMBER in needed:
         exported[BASE_MEMBER] = _export_base(config, base, log)

@@ -39,8 +39,8 @@ TINY = Path(__file__).resolve().parents[2] / "export" / "configs" / "tiny.yaml"
 ALL_STEPS = [
     "base",
     "train:upos",
-    "train:chunk",
     "export:upos",
+    "train:chunk",
     "export:chunk",
     "export:base",
     "soup:soup",
