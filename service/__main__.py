@@ -25,12 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve REST and gRPC on one engine")
     for name, field in Settings.model_fields.items():
         env = "REDIS_URL" if name == "redis_url" else f"XRET_{name.upper()}"
-        serve.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            default=None,
-            help=f"{field.description} [env {env}; default {field.default}]",
-        )
+        flag = f"--{name.replace('_', '-')}"
+        help_text = f"{field.description} [env {env}; default {field.default}]"
+        if field.annotation is bool:
+            # `--flag` alone turns it on; `--flag false` turns off what the environment turned on.
+            serve.add_argument(
+                flag, dest=name, default=None, nargs="?", const="true", metavar="true|false", help=help_text
+            )
+        else:
+            serve.add_argument(flag, dest=name, default=None, help=help_text)
     serve.add_argument("--log-level", default="info", help="logging level (info, warning, debug)")
     return parser
 

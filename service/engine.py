@@ -2,7 +2,8 @@
 
 Everything a client can get wrong is validated here, once, so REST and gRPC answer the same
 request with the same error. Blocking work (FAISS, index writes) runs in worker threads so the
-event loop keeps accepting requests while a batch is encoded.
+event loop keeps accepting requests while a batch is encoded. Concurrent searches that agree on k,
+languages and fusion share one index search (service/search_batching.py), so one scan serves them all.
 """
 
 from __future__ import annotations
@@ -37,12 +38,22 @@ from service.fusion import (
 from service.index import Hit, IndexParams, Sentence, SentenceIndex
 from service.metrics import Metrics
 from service.repository import Repository, load_repository
+from service.search_batching import SearchCoalescer
 
 log = logging.getLogger("xret.engine")
 
 LANG_RE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]{1,8})?$")
 RRF_ATTEMPTS = 3  # candidate search + vector read-back, redone when a concurrent delete lands in between
 Item = tuple[list[int], ...]
+
+
+@dataclass(frozen=True)
+class SearchKey:
+    """What a fused search depends on besides its query rows: requests with equal keys share one search."""
+
+    k: int
+    langs: tuple[str, ...]  # sorted; empty means every language
+    fusion: Fusion
 
 
 @dataclass
@@ -62,6 +73,7 @@ class Engine:
         self.repo: Repository | None = None
         self._ensemble: Ensemble | None = None
         self._batcher: MicroBatcher[Item, np.ndarray] | None = None
+        self._searcher: SearchCoalescer[SearchKey, list[Hit]] | None = None
         self._index: SentenceIndex | None = None
         self._cache: Cache | None = None
         self._write_lock = asyncio.Lock()
@@ -73,7 +85,7 @@ class Engine:
         """Load and validate everything; any problem raises StartupError with one clear line."""
         s = self.settings
         repo = load_repository(s.repo)
-        encoders = load_encoders(repo, device=s.device, threads=s.intra_op_threads)
+        encoders = load_encoders(repo, device=s.device, threads=s.intra_op_threads, spinning=s.ort_spinning)
         fusion = repo.ensemble.fusion
         self._ensemble = Ensemble(encoders, fusion.method, fusion.resolved_weights(len(encoders)))
         self._index = SentenceIndex.open(
@@ -98,8 +110,16 @@ class Engine:
             max_wait_ms=s.max_wait_ms,
             queue_size=s.queue_size,
             metrics=self.metrics,
+            concurrency=s.batcher_concurrency,
         )
         await self._batcher.start()
+        self._searcher = SearchCoalescer(
+            self._search_group,
+            max_wait_ms=s.search_max_wait_ms,
+            concurrency=s.search_concurrency,
+            metrics=self.metrics,
+        )
+        await self._searcher.start()
         self._cache = make_cache(s.redis_url, s.cache_ttl_s, s.cache_size)
         self.repo = repo
         self.metrics.index_size.set(len(self._index))
@@ -125,6 +145,8 @@ class Engine:
             self._snapshotter.cancel()
         if self._batcher is not None:
             await self._batcher.stop()
+        if self._searcher is not None:
+            await self._searcher.stop()
         if self._index is not None:
             async with self._write_lock:
                 await asyncio.to_thread(self._index.save)
@@ -266,7 +288,7 @@ class Engine:
         if missing:
             emb = await self._vectors([queries[i] for i in missing])
             t0 = time.perf_counter()
-            found = await asyncio.to_thread(self._search_fused, emb.vectors, k, set(wanted) if wanted else None, used)
+            found = await self._searcher_running().submit(SearchKey(k, tuple(wanted), used), emb.vectors)
             self.metrics.stage_seconds.labels("search").observe(time.perf_counter() - t0)
             for i, hits in zip(missing, found, strict=True):
                 results[i] = hits
@@ -277,6 +299,15 @@ class Engine:
                 }
             )
         return [r or [] for r in results]
+
+    def _searcher_running(self) -> SearchCoalescer[SearchKey, list[Hit]]:
+        if self._searcher is None:
+            raise Unavailable("engine is not started")
+        return self._searcher
+
+    def _search_group(self, key: SearchKey, fused: np.ndarray) -> list[list[Hit]]:
+        """One fused search for the stacked query rows of every request sharing `key` (worker thread)."""
+        return self._search_fused(fused, key.k, set(key.langs) or None, key.fusion)
 
     def _search_fused(self, fused: np.ndarray, k: int, langs: set[str] | None, fusion: Fusion) -> list[list[Hit]]:
         """Index search under `fusion` (worker thread): re-weighted summed cosines, or RRF re-ranking."""
@@ -361,7 +392,7 @@ class Engine:
                     "layer": m.spec.layer,
                     "dim": m.spec.dim,
                     "text_prefix": m.spec.text_prefix,
-                    "runtime": enc.describe(),
+                    "runtime": {**enc.describe(), "batcher_concurrency": self.settings.batcher_concurrency},
                 }
                 for m, enc in zip(repo.members, ensemble.encoders, strict=True)
             ],

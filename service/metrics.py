@@ -65,3 +65,15 @@ class Metrics:
             registry=self.registry,
         )
         self.index_size = Gauge("xret_index_sentences", "Sentences in the index.", registry=self.registry)
+        self.search_batch_queries = Histogram(
+            "xret_search_batch_queries",
+            "Query rows per index search call (concurrent requests with the same k, languages and fusion share one).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=self.registry,
+        )
+        self.search_batch_requests = Histogram(
+            "xret_search_batch_requests",
+            "Search requests served by one index search call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )

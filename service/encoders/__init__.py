@@ -14,7 +14,9 @@ from service.repository import Repository
 __all__ = ["Encoder", "OnnxEncoder", "Tokenizer", "load_encoders"]
 
 
-def load_encoders(repo: Repository, device: Device = "auto", threads: int = 0) -> list[Encoder]:
+def load_encoders(
+    repo: Repository, device: Device = "auto", threads: int = 0, spinning: bool = False
+) -> list[Encoder]:
     """Every member of `repo` as an ONNX encoder, in ensemble order, tokenizers shared by key."""
     shared: dict[str, Tokenizer] = {}
     encoders: list[Encoder] = []
@@ -26,5 +28,7 @@ def load_encoders(repo: Repository, device: Device = "auto", threads: int = 0) -
                 member.tokenizer_path, spec.text_prefix, spec.max_length, spec.tokenizer_sha256
             )
         tokenizer = shared[key]
-        encoders.append(OnnxEncoder(member, device=device, intra_op_threads=threads, tokenizer=tokenizer))
+        encoders.append(
+            OnnxEncoder(member, device=device, intra_op_threads=threads, tokenizer=tokenizer, spinning=spinning)
+        )
     return encoders

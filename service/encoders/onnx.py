@@ -23,6 +23,8 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "sentence_embedding"
+SPIN_INTRA = "session.intra_op.allow_spinning"
+SPIN_INTER = "session.inter_op.allow_spinning"
 WARMUP_TEXTS = ["warm-up", "a somewhat longer warm-up sentence, so that padding is exercised too"]
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -90,7 +92,10 @@ class OnnxEncoder:
         device: Device = "auto",
         intra_op_threads: int = 0,
         tokenizer: Tokenizer | None = None,
+        spinning: bool = False,
     ) -> None:
+        """`spinning` lets idle pool threads spin-wait for work: lower latency per call, but on a small
+        machine they burn the cores the event loop and the other members need (see Settings.ort_spinning)."""
         spec = member.spec
         self.name = spec.name
         self.dim = spec.dim
@@ -108,6 +113,8 @@ class OnnxEncoder:
             1  # members already run in parallel threads; nested pools oversubscribe
         )
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        for entry in (SPIN_INTRA, SPIN_INTER):  # onnxruntime spins unless told not to
+            options.add_session_config_entry(entry, "1" if spinning else "0")
         options.log_severity_level = 3  # errors only: optimiser notices are not operator news
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
@@ -137,6 +144,12 @@ class OnnxEncoder:
         if not np.isfinite(out).all():
             raise StartupError(f"{self.path}: warm-up output has NaN or inf values")
 
+    @property
+    def spinning(self) -> bool:
+        """Whether the live session's threads spin, read back from it (not from what was asked)."""
+        config = self._session.get_session_options()
+        return all(config.get_session_config_entry(entry) == "1" for entry in (SPIN_INTRA, SPIN_INTER))
+
     def describe(self) -> dict[str, Any]:
         return {
             "backend": "onnxruntime",
@@ -146,6 +159,7 @@ class OnnxEncoder:
             "providers": self._session.get_providers(),
             "intra_op_threads": self._intra_op_threads,
             "inter_op_threads": 1,
+            "ort_spinning": self.spinning,
             "model": str(self.path),
             "max_length": self.tokenizer.max_length,
             "tokenizer_key": self.tokenizer.key,
