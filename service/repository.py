@@ -68,6 +68,8 @@ class MemberSpec:
     parity_max_abs_diff: float | None = None
     training: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
+    # set only on members made by `python -m export quantize`: mode, source member and its sha256, parity
+    quantization: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
