@@ -75,6 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Setup()
     scenario.add_argument("--repo", type=Path, default=defaults.repo)
     scenario.add_argument("--repo3", type=Path, default=defaults.repo3, help="3-member ensemble repository")
+    scenario.add_argument("--repo-int8", type=Path, default=None, help="int8 copy of --repo (scenario fixes)")
+    scenario.add_argument("--search-index-size", type=int, default=defaults.search_index_size)
     scenario.add_argument("--work", type=Path, default=defaults.work, help="scratch: index folders, server logs")
     scenario.add_argument("--tatoeba", type=Path, default=defaults.tatoeba)
     scenario.add_argument("--duration", type=float, default=defaults.duration_s)
@@ -160,6 +162,8 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
     setup = Setup(
         repo=args.repo,
         repo3=args.repo3,
+        repo_int8=args.repo_int8,
+        search_index_size=args.search_index_size,
         work=args.work,
         tatoeba=args.tatoeba,
         duration_s=args.duration,

@@ -57,6 +57,8 @@ class Setup:
 
     repo: Path = ROOT / "artifacts" / "repo"
     repo3: Path = ROOT / "artifacts" / "repo3"
+    repo_int8: Path | None = None  # the same model quantised (`python -m export quantize`), for scenario fixes
+    search_index_size: int = 300_000  # synthetic flat index of scenario fixes' search runs
     work: Path = Path("/tmp/xret-load")
     tatoeba: Path = DEFAULT_TATOEBA
     duration_s: float = 10.0
@@ -562,12 +564,20 @@ def scenario_index(setup: Setup) -> dict[str, Any]:
     }
 
 
+def scenario_fixes(setup: Setup) -> dict[str, Any]:
+    """Serving settings and the int8 member side by side with infinity (benchmarks/load/variants.py)."""
+    from benchmarks.load.variants import scenario_fixes as run_fixes
+
+    return run_fixes(setup)
+
+
 SCENARIOS: dict[str, Callable[[Setup], dict[str, Any]]] = {
     "peers": scenario_peers,
     "concurrency": scenario_concurrency,
     "ensemble": scenario_ensemble,
     "cache": scenario_cache,
     "index": scenario_index,
+    "fixes": scenario_fixes,
 }
 
 

@@ -104,3 +104,45 @@ def test_scraper_reads_the_live_metrics_endpoint(live: RunningService) -> None:
     assert scrape["xret_batch_texts_count"] >= 1
     assert scrape['xret_cache_total{kind="embedding",result="miss"}'] == 2.0
     assert 'xret_stage_seconds_count{stage="encode"}' in scrape
+
+
+def test_fixes_scenario_compares_every_variant_and_the_int8_member(
+    tiny_repo: Path, tatoeba: Path, tmp_path: Path
+) -> None:
+    """Scenario `fixes` end to end on the tiny model: every serving variant, int8, and both search modes."""
+    import shutil
+
+    from benchmarks.load.scenarios import Setup, run_scenario
+    from export.quantize import quantize_member
+    from export.repository_writer import write_ensemble
+
+    repo, int8 = tmp_path / "repo", tmp_path / "repo-int8"
+    shutil.copytree(tiny_repo, repo)
+    quantize_member(repo, "tiny0", min_cosine=0.9)
+    shutil.copytree(repo, int8)
+    write_ensemble(repo, ["tiny0"])
+    write_ensemble(int8, ["tiny0-int8"])
+    setup = Setup(
+        repo=repo,
+        repo_int8=int8,
+        work=tmp_path / "work",
+        tatoeba=tatoeba,
+        duration_s=0.4,
+        warmup_s=0.1,
+        max_requests=12,
+        peers_python=tmp_path / "no-peers" / "python",
+        search_index_size=500,
+    )
+    record = json.loads(run_scenario("fixes", setup, tmp_path / "out").read_text(encoding="utf-8"))
+    assert record["infinity_problem"].startswith("peers' python not found")
+    systems = {(r["system"], r["concurrency"], r["texts_per_request"]) for r in record["runs"]}
+    variants = ["xret-spin-on", "xret-default", "xret-threads1-c2", "xret-int8"]
+    assert systems == {(v, c, n) for v in variants for c, n in ((32, 1), (4, 32), (1, 32))}
+    assert all(r["ok"] > 0 and not r["errors"] for r in record["runs"])
+    assert set(record["ceiling"]) == {"fp32", "int8"} and all(v > 0 for v in record["ceiling"].values())
+    search = record["search"]
+    assert search["index_size"] == 500 and search["build"]["spec"]["n"] == 500
+    assert {(r["system"], r["concurrency"]) for r in search["runs"]} == {
+        (s, c) for s in ("search-coalesced", "search-alone") for c in (1, 16)
+    }
+    assert all(r["ok"] > 0 and not r["errors"] for r in search["runs"])
