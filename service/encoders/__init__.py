@@ -15,7 +15,7 @@ __all__ = ["Encoder", "OnnxEncoder", "Tokenizer", "load_encoders"]
 
 
 def load_encoders(
-    repo: Repository, device: Device = "auto", threads: int = 0, spinning: bool = False
+    repo: Repository, device: Device = "auto", threads: int = 0, spinning: bool = False, padding_slack: float = 0.25
 ) -> list[Encoder]:
     """Every member of `repo` as an ONNX encoder, in ensemble order, tokenizers shared by key."""
     shared: dict[str, Tokenizer] = {}
@@ -29,6 +29,13 @@ def load_encoders(
             )
         tokenizer = shared[key]
         encoders.append(
-            OnnxEncoder(member, device=device, intra_op_threads=threads, tokenizer=tokenizer, spinning=spinning)
+            OnnxEncoder(
+                member,
+                device=device,
+                intra_op_threads=threads,
+                tokenizer=tokenizer,
+                spinning=spinning,
+                padding_slack=padding_slack,
+            )
         )
     return encoders
