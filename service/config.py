@@ -50,6 +50,14 @@ class Settings(BaseSettings):
             "larger batch; 2 can help with intra_op_threads=1 on a 2-core machine."
         ),
     )
+    padding_slack: float = Field(
+        0.25,
+        ge=0,
+        description=(
+            "A batch runs as length buckets whose padded tokens stay within (1 + slack) x their real tokens "
+            "(groups of 8 rows or more); a large value (e.g. 100) runs every batch in one call."
+        ),
+    )
     max_batch_tokens: int = Field(8192, ge=64, description="Token budget (padded tokens) of one encoder batch.")
     max_batch_size: int = Field(64, ge=1, description="Most texts in one encoder batch.")
     max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits for more texts before it runs.")
@@ -61,12 +69,27 @@ class Settings(BaseSettings):
         1.0,
         ge=0,
         description=(
-            "How long an index search waits for concurrent searches with the same k, languages and fusion, "
+            "How long an index search waits for concurrent searches with the same k, languages, fusion and rescore, "
             "so one index scan serves them all."
         ),
     )
     search_concurrency: int = Field(
         2, ge=1, description="Index searches that may run at once; while they run, new queries wait and share the next."
+    )
+    search_rescore: Literal["none", "margin", "csls"] = Field(
+        "none",
+        description=(
+            "Hubness rescoring for searches that do not ask for one: none (plain cosine), margin (ratio margin) "
+            "or csls. Re-ranks the top max(10k, 100) cosine candidates by each sentence's neighbourhood density "
+            "(service/hubness.py); needs a fusion scored by cosine (not rrf). Choose it on a dev set."
+        ),
+    )
+    neighbourhood_stats: bool = Field(
+        False,
+        description=(
+            "Keep each sentence's neighbourhood density so searches may ask for rescore margin/csls (on by itself "
+            "when search_rescore is set). Costs a k-NN search per added sentence and an O(n^2) pass per snapshot."
+        ),
     )
     cache_size: int = Field(10000, ge=0, description="Entries kept by the cache (LRU bound; Redis: per-key TTL).")
     cache_ttl_s: int = Field(3600, ge=1, description="Lifetime of a cached entry in Redis, seconds.")

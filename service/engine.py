@@ -3,7 +3,9 @@
 Everything a client can get wrong is validated here, once, so REST and gRPC answer the same
 request with the same error. Blocking work (FAISS, index writes) runs in worker threads so the
 event loop keeps accepting requests while a batch is encoded. Concurrent searches that agree on k,
-languages and fusion share one index search (service/search_batching.py), so one scan serves them all.
+languages, fusion and rescoring share one index search (service/search_batching.py), so one scan serves
+them all. Hubness rescoring (service/hubness.py) re-ranks the top max(10k, 100) cosine candidates with
+the neighbourhood densities the index stores per sentence.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from service.cache import Cache, cache_key, decode_vector, encode_vector, make_c
 from service.config import Settings
 from service.encoders import load_encoders
 from service.ensemble import Ensemble, normalized_weights
-from service.errors import InvalidInput, NotFound, PermissionDenied, TooLarge, Unauthenticated, Unavailable
+from service.errors import (
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    StartupError,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
 from service.fusion import (
     Fusion,
     FusionOverride,
@@ -35,6 +45,7 @@ from service.fusion import (
     rrf_rerank,
     stored_layout,
 )
+from service.hubness import NEIGHBOURHOOD_K, RESCORE_METHODS, candidate_count, query_means, rescore
 from service.index import Hit, IndexParams, Sentence, SentenceIndex
 from service.metrics import Metrics
 from service.repository import Repository, load_repository
@@ -54,6 +65,7 @@ class SearchKey:
     k: int
     langs: tuple[str, ...]  # sorted; empty means every language
     fusion: Fusion
+    rescore: str = "none"  # hubness rescoring method, as `Engine.rescore_for` resolved it
 
 
 @dataclass
@@ -85,8 +97,20 @@ class Engine:
         """Load and validate everything; any problem raises StartupError with one clear line."""
         s = self.settings
         repo = load_repository(s.repo)
-        encoders = load_encoders(repo, device=s.device, threads=s.intra_op_threads, spinning=s.ort_spinning)
         fusion = repo.ensemble.fusion
+        if s.search_rescore != "none" and fusion.method == "rrf":
+            raise StartupError(
+                f"search_rescore={s.search_rescore!r} needs searches scored by cosine, but the repository {s.repo} "
+                "fuses by rrf (rank scores); set search_rescore to none, or let requests ask for rescoring "
+                "together with a cosine fusion (concat / score_sum)"
+            )
+        encoders = load_encoders(
+            repo,
+            device=s.device,
+            threads=s.intra_op_threads,
+            spinning=s.ort_spinning,
+            padding_slack=s.padding_slack,
+        )
         self._ensemble = Ensemble(encoders, fusion.method, fusion.resolved_weights(len(encoders)))
         self._index = SentenceIndex.open(
             s.index,
@@ -99,6 +123,7 @@ class Engine:
                 hnsw_m=s.hnsw_m,
                 hnsw_ef_search=s.hnsw_ef_search,
             ),
+            neighbourhood=s.neighbourhood_stats or s.search_rescore != "none",
         )
         for enc in encoders:
             enc.warmup()
@@ -250,6 +275,38 @@ class Engine:
         names = [m.spec.name for m in repo.members]
         return resolve_fusion(spec.method, ensemble.weights, names, override, spec.rrf_k)
 
+    def rescore_for(self, requested: str | None, fusion: Fusion) -> str:
+        """The hubness rescoring a search runs (what responses report); an impossible request raises here.
+
+        None or "" means the server's default (`search_rescore`). The neighbourhood densities are cosines
+        of the stored vectors, so rescoring needs a search scored by their inner product: the repository's
+        own weights and a cosine fusion (not rrf). For any other search the server default steps aside
+        (and "none" is reported), while an explicit request is refused with the reason.
+        """
+        explicit = requested is not None and requested != ""
+        method = requested if explicit else self.settings.search_rescore
+        if not isinstance(method, str) or method not in RESCORE_METHODS:
+            raise InvalidInput(f"rescore: {method!r} is not one of {', '.join(RESCORE_METHODS)}")
+        if method != "none" and not self._parts()[3].keeps_neighbourhood:
+            raise InvalidInput(
+                f"rescore: {method!r} needs the neighbourhood statistics of the index, which this server does not "
+                "keep; start it with --neighbourhood-stats (or a --search-rescore default)"
+            )
+        if method == "none" or self._scored_by_stored_cosine(fusion):
+            return method
+        if explicit:
+            raise InvalidInput(
+                f"rescore: {method!r} needs cosine scores of the stored vectors (the neighbourhood densities are "
+                f"computed from them), but this search uses fusion {fusion.method!r} with weights "
+                f"{[round(w, 6) for w in fusion.weights]}; drop the fusion override or ask for rescore 'none'"
+            )
+        return "none"
+
+    def _scored_by_stored_cosine(self, fusion: Fusion) -> bool:
+        _, ensemble, _, _, _ = self._parts()
+        stored = normalized_weights(ensemble.weights)
+        return fusion.method != "rrf" and bool(np.allclose(fusion.weights, stored, rtol=0.0, atol=1e-9))
+
     async def search(
         self,
         queries: list[str],
@@ -257,18 +314,21 @@ class Engine:
         langs: list[str] | None = None,
         fusion: FusionOverride | None = None,
         field: str = "queries",
+        rescore: str | None = None,
     ) -> list[list[Hit]]:
         """Nearest indexed sentences for each query, optionally only in the target languages.
 
         `fusion` overrides the repository's fusion for this request (see service/fusion.py for what
-        can be served from the stored vectors); the result cache is keyed by the fusion that runs.
-        `field` names the request field in error messages, as for `embed`.
+        can be served from the stored vectors); `rescore` picks the hubness rescoring (None: the
+        server's default; see `rescore_for`). The result cache is keyed by the fusion and rescoring
+        that run. `field` names the request field in error messages, as for `embed`.
         """
         repo, _, _, index, cache = self._parts()
         self.validate_texts(queries, field)
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.settings.max_k:
             raise InvalidInput(f"k must be an integer from 1 to max_k={self.settings.max_k}, got {k!r}")
         used = self.fusion_for(fusion)
+        method = self.rescore_for(rescore, used)
         wanted = self._check_langs(langs, index)
         version = index.state_key
         keys = [
@@ -276,7 +336,7 @@ class Engine:
                 "res",
                 repo.fingerprint,
                 version,
-                json.dumps([q, k, wanted, used.method, used.weights, used.rrf_k]),
+                json.dumps([q, k, wanted, used.method, used.weights, used.rrf_k, method]),
             )
             for q in queries
         ]
@@ -288,7 +348,7 @@ class Engine:
         if missing:
             emb = await self._vectors([queries[i] for i in missing])
             t0 = time.perf_counter()
-            found = await self._searcher_running().submit(SearchKey(k, tuple(wanted), used), emb.vectors)
+            found = await self._searcher_running().submit(SearchKey(k, tuple(wanted), used, method), emb.vectors)
             self.metrics.stage_seconds.labels("search").observe(time.perf_counter() - t0)
             for i, hits in zip(missing, found, strict=True):
                 results[i] = hits
@@ -307,15 +367,20 @@ class Engine:
 
     def _search_group(self, key: SearchKey, fused: np.ndarray) -> list[list[Hit]]:
         """One fused search for the stacked query rows of every request sharing `key` (worker thread)."""
-        return self._search_fused(fused, key.k, set(key.langs) or None, key.fusion)
+        return self._search_fused(fused, key.k, set(key.langs) or None, key.fusion, key.rescore)
 
-    def _search_fused(self, fused: np.ndarray, k: int, langs: set[str] | None, fusion: Fusion) -> list[list[Hit]]:
-        """Index search under `fusion` (worker thread): re-weighted summed cosines, or RRF re-ranking."""
+    def _search_fused(
+        self, fused: np.ndarray, k: int, langs: set[str] | None, fusion: Fusion, method: str = "none"
+    ) -> list[list[Hit]]:
+        """Index search under `fusion` (worker thread): re-weighted summed cosines, or RRF re-ranking;
+        then, when `method` is not "none", hubness rescoring of the cosine candidates."""
         repo, ensemble, _, index, _ = self._parts()
         stored = tuple(normalized_weights(ensemble.weights).tolist())
         queries = fused
         if stored_layout(repo.ensemble.fusion.method) == "concat" and fusion.weights != stored:
             queries = reweighted_queries(fused, ensemble.dims, stored, fusion.weights)
+        if method != "none":  # rescore_for let it through: the fusion scores by stored cosine
+            return self._search_rescored(index, queries, k, langs, method)
         if fusion.method != "rrf":
             return index.search(queries, k, langs)
         for _ in range(RRF_ATTEMPTS):
@@ -331,6 +396,26 @@ class Engine:
                 out.append([replace(by_id[sid], score=score) for sid, score in ranked])
             return out
         raise Unavailable("the index changed during every attempt of this rrf search; retry the request")
+
+    @staticmethod
+    def _search_rescored(
+        index: SentenceIndex, queries: np.ndarray, k: int, langs: set[str] | None, method: str
+    ) -> list[list[Hit]]:
+        """The top max(10k, 100) cosine candidates re-ranked by `method`, best k kept (service/hubness.py).
+
+        r_x is the mean of the query's own top-K candidate cosines; r_y the density the index stores per
+        sentence, read under the same lock as the hits. Hit scores become the rescored scores.
+        """
+        out: list[list[Hit]] = []
+        for hits, r_y in index.search_with_neighbourhood(queries, candidate_count(k), langs):
+            if not hits:
+                out.append([])
+                continue
+            cosines = np.fromiter((h.score for h in hits), dtype=np.float64, count=len(hits))
+            scores = rescore(cosines, query_means(cosines, NEIGHBOURHOOD_K), r_y, method)
+            best = np.argsort(-scores, kind="stable")[:k]  # stable: ties keep their cosine order
+            out.append([replace(hits[i], score=float(scores[i])) for i in best.tolist()])
+        return out
 
     @staticmethod
     def _check_langs(langs: list[str] | None, index: SentenceIndex) -> list[str]:

@@ -26,6 +26,13 @@ Design choices, and why:
   version they produce, so records already inside a snapshot are skipped on replay.
 * Concurrency: a write-preferring read/write lock. Searches run together (FAISS searches are const
   and release the GIL); add, delete and compaction run alone.
+* Hubness rescoring (service/hubness.py) needs r_y per sentence: the mean cosine to its
+  `NEIGHBOURHOOD_K` nearest other live sentences, found with the index's own search (exact on flat;
+  IVF/HNSW as approximate as any of their searches). An add computes it for the new rows against the
+  index as it is then (new batch included), so log replay reproduces it exactly; older rows keep
+  theirs until `save()`, which recomputes every row when anything changed since the last full pass,
+  and persists them in the snapshot. That full pass is one (K+1)-NN search per stored sentence:
+  seconds for 10^4 sentences, but O(n^2 d) on a large flat index.
 """
 
 from __future__ import annotations
@@ -46,8 +53,10 @@ import faiss
 import numpy as np
 
 from service.errors import Conflict, InvalidInput, NotFound, StartupError, Unavailable, XretError
+from service.hubness import NEIGHBOURHOOD_K
 from service.index_store import (
     INDEX_FILE,
+    NEIGHBOURHOOD_FILE,
     SENTENCES_FILE,
     WAL_FILE,
     Manifest,
@@ -55,6 +64,7 @@ from service.index_store import (
     disk_bytes,
     lock_directory,
     read_manifest,
+    read_neighbourhood,
     read_sentences,
     remove_stale_snapshots,
     unlock_directory,
@@ -72,6 +82,7 @@ EXACT_MAX_FRACTION = 0.05
 _NAMED_IDS = 10
 _SELECTOR_CACHE_SIZE = 64
 _COMPACT_CHUNK = 65536
+_NEIGHBOURHOOD_CHUNK = 4096  # query rows per neighbourhood search: bounds the [rows, K+1] results and copies
 
 
 @dataclass
@@ -189,6 +200,9 @@ class SentenceIndex:
         self._lang_code: dict[str, int] = {}
         self._row_lang = np.zeros(0, dtype=np.int32)
         self._alive = np.zeros(0, dtype=bool)
+        self._neighbourhood = np.zeros(0, dtype=np.float32)  # r_y per row (hubness rescoring)
+        self._neighbourhood_version = 0  # index version of the last full recomputation of every row
+        self._keeps_neighbourhood = False  # set by open(neighbourhood=True); off, no r_y is computed or stored
         self._lang_counts: Counter[str] = Counter()
         self._dead = 0
         self._selectors: dict[frozenset[str] | None, tuple[int, Any]] = {}
@@ -199,8 +213,15 @@ class SentenceIndex:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, directory: Path, dim: int, fingerprint: str, params: IndexParams) -> SentenceIndex:
-        """Load and validate the index in `directory`, or create an empty one there."""
+    def open(
+        cls, directory: Path, dim: int, fingerprint: str, params: IndexParams, neighbourhood: bool = False
+    ) -> SentenceIndex:
+        """Load and validate the index in `directory`, or create an empty one there.
+
+        `neighbourhood` keeps the per-sentence neighbourhood means that hubness rescoring needs. It is
+        off unless asked for: it costs a k-NN search per added sentence and a full pass (O(n^2 d) on a
+        flat index) at every snapshot after a change, which a large index must not pay for nothing.
+        """
         directory = Path(directory)
         params.validate("index params")
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -212,7 +233,7 @@ class SentenceIndex:
         lock_fd = lock_directory(directory)
         index: SentenceIndex | None = None
         try:
-            index = cls._load_or_create(directory, dim, fingerprint, params, lock_fd)
+            index = cls._load_or_create(directory, dim, fingerprint, params, lock_fd, neighbourhood)
             index._wal = WriteAheadLog(directory / WAL_FILE)
             index._replay()
         except BaseException:
@@ -224,7 +245,7 @@ class SentenceIndex:
 
     @classmethod
     def _load_or_create(
-        cls, directory: Path, dim: int, fingerprint: str, requested: IndexParams, lock_fd: int
+        cls, directory: Path, dim: int, fingerprint: str, requested: IndexParams, lock_fd: int, neighbourhood: bool
     ) -> SentenceIndex:
         manifest = read_manifest(directory)
         if manifest is None:
@@ -239,6 +260,8 @@ class SentenceIndex:
                 created_at=time.time(),
             )
             index = cls(directory, manifest, requested, requested, _new_faiss(requested, dim), lock_fd)
+            index._keeps_neighbourhood = neighbourhood
+            index._neighbourhood_version = manifest.version
             index._commit_snapshot()
             log.info("created an empty %s index in %s", requested.structure(), directory)
             return index
@@ -270,9 +293,18 @@ class SentenceIndex:
                 f"{manifest.rows}; the index folder is damaged"
             )
         index = cls(directory, manifest, params, requested, faiss_index, lock_fd)
+        index._keeps_neighbourhood = neighbourhood
         index._append_rows(rows)
         if len(index._row_of) + index._dead != len(rows):
             raise StartupError(f"{snap / SENTENCES_FILE}: repeated sentence ids; the index folder is damaged")
+        if not neighbourhood:
+            pass
+        elif NEIGHBOURHOOD_FILE in manifest.files and manifest.neighbour_k == NEIGHBOURHOOD_K:
+            index._neighbourhood[: len(rows)] = read_neighbourhood(snap / NEIGHBOURHOOD_FILE, len(rows))
+            index._neighbourhood_version = manifest.version
+        else:  # a snapshot from before rescoring, or computed with another k: the next save persists these
+            log.info("computing neighbourhood means (k=%d) of %d sentences", NEIGHBOURHOOD_K, len(index._row_of))
+            index._refresh_neighbourhood()
         remove_stale_snapshots(directory, keep=manifest.snapshot)
         if index.params_note:
             log.warning("%s", index.params_note)
@@ -382,6 +414,9 @@ class SentenceIndex:
         else:
             self._faiss.add(vectors)
         self._append_rows(rows)
+        if self._keeps_neighbourhood:
+            new_rows = np.arange(stored, stored + len(rows), dtype=np.int64)
+            self._neighbourhood[new_rows] = self._neighbourhood_of(vectors, new_rows)
 
     def _train_ivf(self, vectors: np.ndarray) -> faiss.Index:
         # index_factory already returns the concrete, owning IndexIVFFlat (downcasting would drop ownership)
@@ -415,6 +450,10 @@ class SentenceIndex:
             self._row_lang = np.concatenate(
                 [self._row_lang, np.zeros(capacity - len(self._row_lang), dtype=np.int32)]
             )
+            self._neighbourhood = np.concatenate(
+                [self._neighbourhood, np.zeros(capacity - len(self._neighbourhood), dtype=np.float32)]
+            )
+        self._neighbourhood[start:end] = 0.0
         for row_id, row in enumerate(rows, start=start):
             self._rows.append(row)
             if row is None:
@@ -433,6 +472,25 @@ class SentenceIndex:
 
         `langs` keeps only those languages; None or empty means all.
         """
+        return [hits for hits, _ in self._search(vectors, k, langs)]
+
+    def search_with_neighbourhood(
+        self, vectors: np.ndarray, k: int, langs: set[str] | None = None
+    ) -> list[tuple[list[Hit], np.ndarray]]:
+        """`search`, plus each hit's neighbourhood mean r_y (float64, one per hit) for hubness rescoring.
+
+        Read under the same lock as the hits, so a concurrent delete cannot leave a hit without its r_y.
+        """
+        if not self._keeps_neighbourhood:
+            raise InvalidInput("rescoring needs neighbourhood statistics, which this index does not keep")
+        return self._search(vectors, k, langs)
+
+    @property
+    def keeps_neighbourhood(self) -> bool:
+        """Whether r_y is kept (open(neighbourhood=True)), so searches may be rescored."""
+        return self._keeps_neighbourhood
+
+    def _search(self, vectors: np.ndarray, k: int, langs: set[str] | None) -> list[tuple[list[Hit], np.ndarray]]:
         queries = self._check_matrix(vectors, "query vectors")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInput(f"k must be a positive integer, got {k!r}")
@@ -443,15 +501,57 @@ class SentenceIndex:
             allowed, selector = self._selector(langs)
             k = min(k, allowed)
             if k == 0 or not len(queries):
-                return [[] for _ in range(len(queries))]
-            if self._exact_is_better(allowed):
-                scores, labels = self._search_exact(queries, k, selector)
-            else:
-                scores, labels = self._search_approximate(queries, k, selector)
-                short = np.flatnonzero((labels < 0).any(axis=1))
-                if short.size:
-                    scores[short], labels[short] = self._search_exact(queries[short], k, selector)
+                return [([], np.zeros(0)) for _ in range(len(queries))]
+            scores, labels = self._top(queries, k, selector, allowed)
             return [self._hits(s, lab) for s, lab in zip(scores, labels, strict=True)]
+
+    def _top(self, queries: np.ndarray, k: int, selector: Any, allowed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and rows of the k best allowed rows per query: exact or approximate, as `search` decides."""
+        if self._exact_is_better(allowed):
+            return self._search_exact(queries, k, selector)
+        scores, labels = self._search_approximate(queries, k, selector)
+        short = np.flatnonzero((labels < 0).any(axis=1))
+        if short.size:
+            scores[short], labels[short] = self._search_exact(queries[short], k, selector)
+        return scores, labels
+
+    def _neighbourhood_of(self, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """r of stored `rows` (whose vectors are given): mean cosine to their K nearest other live rows.
+
+        Asks for K + 1 neighbours and drops the row itself by position (an exact duplicate elsewhere
+        still counts); a row with fewer live neighbours averages those it has, and with none gets 0,
+        as `service.hubness.neighbourhood_means` does.
+        """
+        out = np.zeros(len(rows), dtype=np.float32)
+        allowed, selector = self._selector(None)
+        want = min(NEIGHBOURHOOD_K + 1, allowed)
+        if want < 1:
+            return out
+        for start in range(0, len(rows), _NEIGHBOURHOOD_CHUNK):
+            own = rows[start : start + _NEIGHBOURHOOD_CHUNK]
+            queries = np.ascontiguousarray(vectors[start : start + _NEIGHBOURHOOD_CHUNK], dtype=np.float32)
+            scores, labels = self._top(queries, want, selector, allowed)
+            keep = (labels >= 0) & (labels != own[:, None])
+            keep &= np.cumsum(keep, axis=1) <= NEIGHBOURHOOD_K
+            counts = keep.sum(axis=1)
+            sums = np.where(keep, scores, 0.0).sum(axis=1, dtype=np.float64)
+            out[start : start + len(own)] = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+        return out
+
+    def _refresh_neighbourhood(self) -> None:
+        """Recompute r of every live row against the index as it is now (reads only: a read lock is enough).
+
+        The new array replaces the old one in one assignment, so concurrent searches see either.
+        """
+        stored = len(self._rows)
+        live = np.flatnonzero(self._alive[:stored])
+        fresh = np.zeros(len(self._neighbourhood), dtype=np.float32)
+        for start in range(0, len(live), _COMPACT_CHUNK):
+            rows = live[start : start + _COMPACT_CHUNK]
+            vectors = np.asarray(self._faiss.reconstruct_batch(rows), dtype=np.float32)
+            fresh[rows] = self._neighbourhood_of(vectors, rows)
+        self._neighbourhood = fresh
+        self._neighbourhood_version = self._version
 
     def get(self, id: str) -> Sentence | None:
         """The stored sentence, or None when no sentence has this id."""
@@ -544,13 +644,15 @@ class SentenceIndex:
             params.sel = selector
         return self._faiss.search(queries, k, params=params)
 
-    def _hits(self, scores: np.ndarray, labels: np.ndarray) -> list[Hit]:
+    def _hits(self, scores: np.ndarray, labels: np.ndarray) -> tuple[list[Hit], np.ndarray]:
         hits = []
+        found = []
         for score, label in zip(scores.tolist(), labels.tolist(), strict=True):
             row = self._rows[label] if label >= 0 else None
             if row is not None:
                 hits.append(Hit(row[0], row[1], row[2], float(score), _load_metadata(row[3])))
-        return hits
+                found.append(label)
+        return hits, self._neighbourhood[np.asarray(found, dtype=np.int64)].astype(np.float64)
 
     # ------------------------------------------------------------------ persistence
     def save(self) -> None:
@@ -566,12 +668,16 @@ class SentenceIndex:
                     self._compact()
             with self._lock.read():
                 wal = self._check_open()
+                keeps = self._keeps_neighbourhood
+                if keeps and self._neighbourhood_version != self._version:
+                    self._refresh_neighbourhood()
                 m = self._manifest
-                unchanged = (m.version, m.rows, m.params) == (
+                unchanged = (m.version, m.rows, m.params, m.neighbour_k) == (
                     self._version,
                     len(self._rows),
                     asdict(self._params),
-                )
+                    NEIGHBOURHOOD_K if keeps else m.neighbour_k,
+                ) and (NEIGHBOURHOOD_FILE in m.files or not keeps)
                 if not unchanged:
                     self._commit_snapshot()
                 if wal.size:
@@ -587,10 +693,12 @@ class SentenceIndex:
             ivf_trained=self._ivf_trained,
             index_id=self._manifest.index_id,
             created_at=self._manifest.created_at,
+            neighbour_k=NEIGHBOURHOOD_K if self._keeps_neighbourhood else 0,
         )
         index = self._faiss
+        neighbourhood = self._neighbourhood[: len(self._rows)].copy() if self._keeps_neighbourhood else None
         self._manifest = write_snapshot(
-            self._dir, manifest, lambda path: faiss.write_index(index, str(path)), self._rows
+            self._dir, manifest, lambda path: faiss.write_index(index, str(path)), self._rows, neighbourhood
         )
 
     def _compact(self) -> None:
@@ -609,10 +717,12 @@ class SentenceIndex:
             rebuilt = _new_faiss(self._params, self._dim)
         rebuilt.add(vectors)
         rows = [self._rows[i] for i in keep.tolist()]
+        kept_neighbourhood = self._neighbourhood[keep].copy()  # stale (a delete bumped the version): save recomputes
         log.info("compacted the index: %d deleted rows dropped, %d kept", self._dead, len(rows))
         self._faiss = rebuilt
         self._rows, self._row_of, self._lang_counts, self._dead = [], {}, Counter(), 0
         self._append_rows(rows)
+        self._neighbourhood[: len(rows)] = kept_neighbourhood
 
     def close(self) -> None:
         """Release the log and the folder lock; changes are already durable (`save()` first: faster start)."""
@@ -670,6 +780,8 @@ class SentenceIndex:
                 "stored_rows": len(self._rows),
                 "deleted_pending_compaction": self._dead,
                 "ivf_trained": self._ivf_trained,
+                "neighbourhood_k": NEIGHBOURHOOD_K,
+                "neighbourhood_version": self._neighbourhood_version,
                 "dim": self._dim,
                 "languages": dict(self._lang_counts),
                 "version": self._version,

@@ -3,7 +3,9 @@
 Folder layout::
 
     manifest.json               dim, fingerprint, params, version, the live snapshot and each file's sha256
-    snapshot-<version>-<tag>/   index.faiss (vector i = internal id i), sentences.jsonl (line i = id i)
+    snapshot-<version>-<tag>/   index.faiss (vector i = internal id i), sentences.jsonl (line i = id i),
+                                neighbourhood.npy (float32, entry i = r of id i: hubness rescoring, see
+                                service/hubness.py; absent in snapshots written before it existed)
     wal.log                     mutations after the snapshot (see `index_wal`)
     LOCK                        flock'ed while a process has the index open
 
@@ -28,12 +30,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from service.errors import StartupError, XretError
 from service.repository import sha256_file, write_json_atomic
 
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 SENTENCES_FILE = "sentences.jsonl"
+NEIGHBOURHOOD_FILE = "neighbourhood.npy"
 WAL_FILE = "wal.log"
 LOCK_FILE = "LOCK"
 FORMAT = 1
@@ -60,6 +65,9 @@ class Manifest:
     snapshot: str = ""
     files: dict[str, str] = field(default_factory=dict)
     saved_at: float = 0.0
+    # k of the stored neighbourhood means (0: none stored). A default, so manifests written before the
+    # field existed still load; their index recomputes the means at open.
+    neighbour_k: int = 0
 
     def to_json(self) -> dict[str, Any]:
         body = {"format": FORMAT, **asdict(self)}
@@ -149,7 +157,8 @@ def read_manifest(directory: Path) -> Manifest | None:
 def verify_snapshot(directory: Path, manifest: Manifest) -> Path:
     """The snapshot folder, after checking every file against the sha256 the manifest recorded."""
     snap = directory / manifest.snapshot
-    for name in (INDEX_FILE, SENTENCES_FILE):
+    optional = [NEIGHBOURHOOD_FILE] if NEIGHBOURHOOD_FILE in manifest.files else []
+    for name in (INDEX_FILE, SENTENCES_FILE, *optional):
         path = snap / name
         expected = manifest.files.get(name)
         if not path.is_file():
@@ -162,20 +171,36 @@ def verify_snapshot(directory: Path, manifest: Manifest) -> Path:
 
 
 def write_snapshot(
-    directory: Path, manifest: Manifest, write_index: Callable[[Path], None], rows: Sequence[Row | None]
+    directory: Path,
+    manifest: Manifest,
+    write_index: Callable[[Path], None],
+    rows: Sequence[Row | None],
+    neighbourhood: np.ndarray | None,
 ) -> Manifest:
-    """Write a new snapshot, commit it by replacing the manifest, then drop older snapshots."""
+    """Write a new snapshot, commit it by replacing the manifest, then drop older snapshots.
+
+    `neighbourhood` holds one float32 per row (the hubness-rescoring r; see service/hubness.py);
+    `manifest.neighbour_k` says which k it was computed with. None (statistics off) writes no file.
+    """
+    if neighbourhood is not None and neighbourhood.shape != (len(rows),):
+        raise ValueError(f"{len(rows)} rows but neighbourhood means of shape {neighbourhood.shape}")
     name = f"{_SNAPSHOT_PREFIX}{manifest.version:012d}-{secrets.token_hex(4)}"
     snap = directory / name
+    written: tuple[str, ...] = (INDEX_FILE, SENTENCES_FILE)
+    if neighbourhood is not None:
+        written += (NEIGHBOURHOOD_FILE,)
     try:
         snap.mkdir()
         write_index(snap / INDEX_FILE)
         _write_sentences(snap / SENTENCES_FILE, rows)
-        for file in (INDEX_FILE, SENTENCES_FILE):
+        if neighbourhood is not None:
+            with open(snap / NEIGHBOURHOOD_FILE, "wb") as handle:
+                np.save(handle, np.ascontiguousarray(neighbourhood, dtype="<f4"), allow_pickle=False)
+        for file in written:
             _fsync_file(snap / file)
         fsync_dir(snap)
         fsync_dir(directory)
-        files = {file: sha256_file(snap / file) for file in (INDEX_FILE, SENTENCES_FILE)}
+        files = {file: sha256_file(snap / file) for file in written}
         committed = replace(manifest, snapshot=name, files=files, saved_at=time.time())
         write_json_atomic(directory / MANIFEST, committed.to_json())
         fsync_dir(directory)
@@ -225,8 +250,22 @@ def read_sentences(path: Path) -> list[Row | None]:
     return rows
 
 
+def read_neighbourhood(path: Path, rows: int) -> np.ndarray:
+    """The stored neighbourhood means, checked (one finite float32 per row) so damage fails at start-up."""
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"{path}: not a readable .npy array ({exc}); the index folder is damaged") from exc
+    if values.dtype != np.dtype("<f4") or values.shape != (rows,) or not np.isfinite(values).all():
+        raise StartupError(
+            f"{path}: expected {rows} finite float32 values, got {values.dtype} of shape {values.shape}; "
+            "the index folder is damaged"
+        )
+    return np.asarray(values, dtype=np.float32)
+
+
 def disk_bytes(directory: Path, manifest: Manifest) -> int:
     """Bytes the index occupies now: manifest, live snapshot and log."""
     paths = [directory / MANIFEST, directory / WAL_FILE]
-    paths += [directory / manifest.snapshot / f for f in (INDEX_FILE, SENTENCES_FILE)]
+    paths += [directory / manifest.snapshot / f for f in (INDEX_FILE, SENTENCES_FILE, NEIGHBOURHOOD_FILE)]
     return sum(p.stat().st_size for p in paths if p.exists())

@@ -3,9 +3,9 @@
 Each search request brings only one or two query rows, and a flat FAISS search streams the whole
 index once per call (per query below FAISS's BLAS threshold). Concurrent requests therefore each
 paid for a full scan. The coalescer collects the query rows of concurrent requests, groups them by
-a key that fixes everything but the rows (k, language filter, fusion), stacks each group's rows and
-runs one search per group in a worker thread, then hands every request its own rows' results, in
-order. Rows never influence each other in a search, so a request gets what it would have got alone:
+a key that fixes everything but the rows (k, language filter, fusion, hubness rescoring), stacks each
+group's rows and runs one search per group in a worker thread, then hands every request its own rows'
+results, in order. Rows never influence each other in a search, so a request gets what it would have got alone:
 bit for bit while FAISS stays on its per-query kernel, and within float rounding (about 1e-7 in a
 score) once a group is large enough for FAISS to switch to BLAS, exactly as one request carrying
 that many queries already does.

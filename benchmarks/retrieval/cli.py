@@ -4,6 +4,10 @@ Example (base model, XTREME-36, both tasks)::
 
     python -m benchmarks retrieval --system base=artifacts/repo
 
+Does hubness rescoring help? Decide on the dev set (stsb-dev), never on the test sets::
+
+    python -m benchmarks retrieval --system base=artifacts/repo --tasks stsb-dev tatoeba --rescore margin,csls
+
 Compare systems by repeating `--system NAME=REPO_DIR`; the first (or `--baseline`) is what gains are
 measured against. Heavy imports (engine, onnxruntime, matplotlib) wait until the command runs, so
 `--help` stays quick.
@@ -23,7 +27,9 @@ from benchmarks.retrieval.errors import BenchmarkError
 from benchmarks.retrieval.tatoeba import LANGUAGE_SETS
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-TASKS = ("tatoeba", "bucc")
+TASKS = ("tatoeba", "bucc", "stsb-dev")
+DEFAULT_TASKS = ("tatoeba", "bucc")  # stsb-dev is the dev set: run it when a choice is to be made
+RESCORE_CHOICES = ("none", "margin", "csls")
 
 
 def add_parser(sub: Any) -> None:
@@ -39,9 +45,27 @@ def add_parser(sub: Any) -> None:
         help="a model repository to benchmark under a name; repeat to compare systems",
     )
     p.add_argument("--baseline", help="system that gains are measured against (default: the first)")
-    p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="benchmarks to run")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=TASKS,
+        default=list(DEFAULT_TASKS),
+        help="benchmarks to run (default: tatoeba bucc); stsb-dev is the stsb_multi_mt dev set (xx->en P@1)",
+    )
+    p.add_argument(
+        "--rescore",
+        default="none",
+        metavar="METHODS",
+        help=(
+            "comma-separated hubness rescorings to score besides plain cosine, from the same vectors: "
+            "none, margin, csls (Tatoeba and stsb-dev)"
+        ),
+    )
     p.add_argument("--language-set", choices=LANGUAGE_SETS, default="xtreme36", help="Tatoeba language set")
-    p.add_argument("--languages", help="comma-separated subset of the set (ISO 639-3 or XTREME codes)")
+    p.add_argument(
+        "--languages",
+        help="comma-separated subset of the set (ISO 639-3 or XTREME codes); narrows stsb-dev to those it has",
+    )
     p.add_argument(
         "--max-sentences",
         type=int,
@@ -73,6 +97,29 @@ def parse_systems(raw: list[str]) -> list[Any]:
             raise BenchmarkError(f"--system {item!r}: the name {name!r} is used twice")
         systems.append(System.parse(name, spec))
     return systems
+
+
+def parse_rescore(raw: str) -> list[str]:
+    """`--rescore a,b` -> the methods to score besides plain cosine, in a fixed order ("none" adds nothing)."""
+    given = [m.strip() for m in raw.split(",") if m.strip()]
+    unknown = [m for m in given if m not in RESCORE_CHOICES]
+    if unknown or not given:
+        raise BenchmarkError(f"--rescore {raw!r}: expected a comma-separated list of {', '.join(RESCORE_CHOICES)}")
+    return [m for m in RESCORE_CHOICES if m in given and m != "none"]
+
+
+def stsb_languages(languages: list[Any], only: list[str] | None) -> list[str]:
+    """All stsb-dev languages, or (with --languages) those of the chosen Tatoeba languages it has."""
+    from benchmarks.retrieval.stsb_dev import LANGUAGES
+
+    if only is None:
+        return list(LANGUAGES)
+    chosen = [lang.xtreme_code for lang in languages if lang.xtreme_code in LANGUAGES]
+    if not chosen:
+        raise BenchmarkError(
+            f"--languages {','.join(only)}: none of them is an stsb-dev language ({', '.join(LANGUAGES)})"
+        )
+    return chosen
 
 
 def _check_args(args: argparse.Namespace, names: list[str]) -> str:
@@ -109,8 +156,10 @@ def _run(args: argparse.Namespace) -> int:
 
     systems = parse_systems(args.system)
     baseline = _check_args(args, [s.name for s in systems])
+    rescore = parse_rescore(args.rescore)
     only = [c.strip() for c in args.languages.split(",") if c.strip()] if args.languages else None
     languages = tatoeba.select_languages(tatoeba.read_languages(args.data_dir), args.language_set, only)
+    dev_languages = stsb_languages(languages, only) if "stsb-dev" in args.tasks else []
     cfg = RunConfig(
         data_dir=args.data_dir,
         languages=languages,
@@ -121,6 +170,8 @@ def _run(args: argparse.Namespace) -> int:
         cv_folds=args.cv_folds,
         seed=args.seed,
         threads=args.threads,
+        rescore=rescore,
+        stsb_languages=dev_languages,
     )
     started = time.perf_counter()
     results = asyncio.run(run_benchmarks(systems, cfg, baseline))

@@ -1,7 +1,8 @@
 """Results on disk: `<name>.json` (everything), `<name>.md` (tables), `<name>-*.png` (plots).
 
 The markdown says in its headings what each number is (XTREME score = Tatoeba xx->en; BUCC = the zh-en
-SAMPLE split; CV vs oracle threshold), because tables get copied around without their context.
+SAMPLE split; CV vs oracle threshold; stsb-dev = the DEV set), because tables get copied around without
+their context.
 """
 
 from __future__ import annotations
@@ -55,11 +56,80 @@ def _bucc_summary(results: dict[str, Any], system: str) -> list[str]:
     ]
 
 
+def _rescored_cell(result: dict[str, Any], key: str, method: str, direction: str) -> str:
+    entry = result.get(key, {}).get(method)
+    if entry is None:
+        return "-"
+    gain = entry["gain_over_cosine"]
+    return f"{entry['average'][direction]:.2f} ({gain[direction]:+.2f} {_ci(gain[f'{direction}_ci95'])})"
+
+
+def _rescoring_section(results: dict[str, Any]) -> list[str]:
+    """One table: plain cosine vs each rescoring, both versions, per system and task (DEV first)."""
+    cfg = results["config"]
+    methods: list[str] = cfg.get("rescore") or []
+    if not methods:
+        return []
+    lines = ["", "## Hubness rescoring (P@1 %, gain over cosine and its paired bootstrap 95% CI)", ""]
+    lines.append(
+        "Decide on stsb-dev (the DEV set), never on Tatoeba (a test set). "
+        f"paper: r over the other side, every target rescored (XTREME/LASER, k={cfg['rescore_k']}). "
+        f"service: r_y over the target side itself, r_x from the query's own top-{cfg['rescore_k']}, the top "
+        f"{cfg['rescore_service_candidates']} cosine candidates re-ranked (what the service's `rescore` does)."
+    )
+    lines.append("")
+    header = ["system", "task", "cosine"] + [f"{m} ({v})" for m in methods for v in ("paper", "service")]
+    rows = []
+    tasks = (("stsb_dev", "stsb-dev DEV", ("xx_en",)), ("tatoeba", "Tatoeba test", ("xx_en", "en_xx")))
+    for key, label, directions in tasks:
+        block = results.get(key)
+        if not block:
+            continue
+        for name, result in block["results"].items():
+            for direction in directions:
+                row = [name, f"{label} {direction.replace('_', '->')}", f"{result['average'][direction]:.2f}"]
+                row += [
+                    _rescored_cell(result, variant, m, direction)
+                    for m in methods
+                    for variant in ("rescored", "rescored_service")
+                ]
+                rows.append(row)
+    return lines + _table(header, rows)
+
+
+def _stsb_dev_section(results: dict[str, Any]) -> list[str]:
+    dev = results.get("stsb_dev")
+    if not dev:
+        return []
+    methods: list[str] = results["config"].get("rescore") or []
+    systems = list(dev["results"])
+    lines = ["", "## stsb_multi_mt dev retrieval (DEV set), xx->en P@1 %", "", dev["protocol"] + ".", ""]
+    lines += _table(
+        ["system", "average xx->en", "95% CI"],
+        [[n, f"{r['average']['xx_en']:.2f}", _ci(r["average"]["xx_en_ci95"])] for n, r in dev["results"].items()],
+    )
+    lines.append("")
+    header = ["language", "n"] + [f"{n} {m}" for n in systems for m in ("cosine", *methods)]
+    rows = []
+    for lang in dev["languages"]:
+        row = [lang["code"], str(lang["n_used"])]
+        for name in systems:
+            result = dev["results"][name]
+            row.append(f"{result['per_language'][lang['code']]['xx_en']:.1f}")
+            row += [f"{result['rescored'][m]['per_language'][lang['code']]['xx_en']:.1f}" for m in methods]
+        rows.append(row)
+    if methods:
+        lines.append("Rescored columns are the paper version (r over the other side).")
+        lines.append("")
+    return lines + _table(header, rows)
+
+
 def markdown(results: dict[str, Any], files: dict[str, str]) -> str:
     """The human-readable report; every heading names its split, direction and threshold kind."""
     cfg = results["config"]
     systems = list(results["systems"])
     tat = results.get("tatoeba")
+    dev = results.get("stsb_dev")
     lines = [f"# Retrieval benchmark ({', '.join(systems)})", ""]
     lines.append(f"Tasks: {', '.join(cfg['tasks'])}; wall time {results['wall_s']:.0f} s. {results['units']}.")
     if cfg["max_sentences"] is not None:
@@ -89,19 +159,27 @@ def markdown(results: dict[str, Any], files: dict[str, str]) -> str:
         )
     if "bucc" in results:
         lines.append(f"BUCC: {results['bucc']['split']}; F1 with the CV threshold and with the ORACLE threshold.")
+    if dev:
+        lines.append("stsb-dev: the DEV set (choices are made here), strict xx->en P@1.")
     lines.append("")
     rows = []
     for name in systems:
         row = [name]
+        if dev:
+            avg = dev["results"][name]["average"]
+            row += [f"{avg['xx_en']:.2f}", _ci(avg["xx_en_ci95"])]
         if tat:
             avg = tat["results"][name]["average"]
             row += [f"{avg['xx_en']:.2f}", _ci(avg["xx_en_ci95"]), f"{avg['en_xx']:.2f}", _ci(avg["en_xx_ci95"])]
         rows.append(row + _bucc_summary(results, name))
     header = ["system"]
+    if dev:
+        header += ["stsb-dev xx->en (DEV)", "95% CI"]
     if tat:
         header += ["Tatoeba xx->en (XTREME)", "95% CI", "Tatoeba en->xx", "95% CI"]
     header += ["BUCC margin F1 (CV)", "BUCC margin F1 (oracle)", "BUCC cosine F1 (CV)", "BUCC cosine F1 (oracle)"]
     lines += _table(header, rows)
+    lines += _rescoring_section(results)
     if tat and tat["gains"]:
         lines += ["", f"## Tatoeba gains over {results['baseline']} (points, paired bootstrap 95% CI)", ""]
         lines += _table(
@@ -111,15 +189,24 @@ def markdown(results: dict[str, Any], files: dict[str, str]) -> str:
                 for name, g in tat["gains"].items()
             ],
         )
+    lines += _stsb_dev_section(results)
     if tat:
-        lines += ["", "## Tatoeba per language (P@1 %, xx->en / en->xx)", "", tat["protocol"] + ".", ""]
-        header = ["language", "n"] + [f"{name} {d}" for name in systems for d in ("xx->en", "en->xx")]
+        methods: list[str] = cfg.get("rescore") or []
+        lines += ["", "## Tatoeba per language (P@1 %, xx->en / en->xx)", "", tat["protocol"] + "."]
+        if methods:
+            lines.append(f"Rescored columns: xx->en, paper version ({', '.join(methods)}).")
+        lines.append("")
+        header = ["language", "n"] + [
+            f"{name} {d}" for name in systems for d in ("xx->en", "en->xx", *(f"{m} xx->en" for m in methods))
+        ]
         rows = []
         for lang in tat["languages"]:
             row = [f"{lang['code']} ({lang['iso3']})", str(lang["n_used"])]
             for name in systems:
-                scores = tat["results"][name]["per_language"][lang["iso3"]]
+                result = tat["results"][name]
+                scores = result["per_language"][lang["iso3"]]
                 row += [f"{scores['xx_en']:.1f}", f"{scores['en_xx']:.1f}"]
+                row += [f"{result['rescored'][m]['per_language'][lang['iso3']]['xx_en']:.1f}" for m in methods]
             rows.append(row)
         lines += _table(header, rows)
     if "bucc" in results:
@@ -172,6 +259,11 @@ def plot_averages(results: dict[str, Any], path: Path) -> None:
     """Grouped bars: one group per headline metric, one bar per system (CI whiskers on Tatoeba)."""
     systems = list(results["systems"])
     metrics: list[tuple[str, list[float], list[list[float]] | None]] = []
+    dev = results.get("stsb_dev")
+    if dev:
+        values = [dev["results"][s]["average"]["xx_en"] for s in systems]
+        cis = [dev["results"][s]["average"]["xx_en_ci95"] for s in systems]
+        metrics.append(("stsb-dev xx->en\n(DEV)", values, cis))
     tat = results.get("tatoeba")
     if tat:
         for direction, label in (("xx_en", "Tatoeba xx->en\n(XTREME)"), ("en_xx", "Tatoeba en->xx")):

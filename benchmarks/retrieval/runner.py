@@ -3,21 +3,29 @@
 A "system" is a model repository (base model, single member, ensemble...) under a name. Every system
 sees the same sentences, the same folds and the same bootstrap resamples, so differences between
 systems are paired comparisons.
+
+Hubness rescoring (`--rescore margin,csls`) is scored from the vectors each task already embedded, in
+two versions (see rescoring.py): "rescored" (r over the other side, as XTREME/LASER) and
+"rescored_service" (what the service's `rescore` option does). Its gain over plain cosine uses the same
+bootstrap resamples as the plain score, so the interval is a paired one. Decide on stsb-dev (a dev set),
+never on Tatoeba or BUCC (test sets).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.retrieval import bucc, tatoeba
+from benchmarks.retrieval import bucc, stsb_dev, tatoeba
 from benchmarks.retrieval.metrics import bootstrap_macro_means, percentile_interval
+from benchmarks.retrieval.rescoring import HITS, VARIANTS, hits_paper
 from benchmarks.retrieval.systems import System, SystemEmbedder
+from service.hubness import candidate_count
 
 TATOEBA_PROTOCOL = (
     "XTREME: per language, xx sentences searched among the (sorted) English side of the same file; "
@@ -25,6 +33,8 @@ TATOEBA_PROTOCOL = (
 )
 MARGIN_K = 4
 N_BOOTSTRAP = 1000
+RESCORED_KEY = {"paper": "rescored", "service": "rescored_service"}
+Hits = dict[str, list[np.ndarray]]  # direction -> per-language hit arrays
 
 
 @dataclass
@@ -40,18 +50,60 @@ class RunConfig:
     cv_folds: int
     seed: int
     threads: int
+    rescore: list[str] = field(default_factory=list)  # margin / csls; plain cosine is always scored
+    stsb_languages: list[str] = field(default_factory=lambda: list(stsb_dev.LANGUAGES))
 
 
 def pct(x: float) -> float:
     return round(100.0 * x, 2)
 
 
+def _macro(hits: list[np.ndarray]) -> float:
+    """Language-macro average of per-language hit rates (each language weighs the same)."""
+    return float(np.mean([h.mean() for h in hits]))
+
+
+def _averages(hits: Hits, seed: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Macro-averaged P@1 per direction with bootstrap 95% intervals, and the replicates behind them."""
+    replicates = {d: bootstrap_macro_means(h, N_BOOTSTRAP, seed) for d, h in hits.items()}
+    average: dict[str, Any] = {}
+    for direction, h in hits.items():
+        average[direction] = pct(_macro(h))
+        lo, hi = percentile_interval(replicates[direction])
+        average[f"{direction}_ci95"] = [pct(lo), pct(hi)]
+    return average, replicates
+
+
+def _rescored(
+    hits: dict[str, Hits], codes: list[str], plain: Hits, plain_replicates: dict[str, np.ndarray], seed: int
+) -> dict[str, Any]:
+    """Per method: per-language and average P@1, and the paired gain over plain cosine with its interval."""
+    out: dict[str, Any] = {}
+    for method, by_direction in hits.items():
+        average, replicates = _averages(by_direction, seed)
+        gain: dict[str, Any] = {}
+        for direction in by_direction:
+            gain[direction] = pct(_macro(by_direction[direction]) - _macro(plain[direction]))
+            lo, hi = percentile_interval(replicates[direction] - plain_replicates[direction])
+            gain[f"{direction}_ci95"] = [pct(lo), pct(hi)]
+        per_language = {
+            code: {d: pct(h[i].mean()) for d, h in by_direction.items()} for i, code in enumerate(codes)
+        }
+        out[method] = {"per_language": per_language, "average": average, "gain_over_cosine": gain}
+    return out
+
+
+def _empty_rescore_hits(methods: list[str], directions: tuple[str, ...]) -> dict[str, dict[str, Hits]]:
+    return {v: {m: {d: [] for d in directions} for m in methods} for v in VARIANTS}
+
+
 async def _tatoeba(
-    embedder: SystemEmbedder, pairs: list[tatoeba.TatoebaPair], name: str, seed: int
+    embedder: SystemEmbedder, pairs: list[tatoeba.TatoebaPair], name: str, seed: int, rescore: list[str]
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Per-language and averaged P@1 of one system, plus its bootstrap replicates for paired gains."""
     per_language: dict[str, dict[str, Any]] = {}
-    hits: dict[str, list[np.ndarray]] = {"xx_en": [], "en_xx": []}
+    hits: Hits = {"xx_en": [], "en_xx": []}
+    rescored = _empty_rescore_hits(rescore, ("xx_en", "en_xx"))
     for pair in tqdm(pairs, desc=f"{name} tatoeba", unit="lang"):
         code = pair.language.iso3
         xx = await embedder.embed(pair.xx, desc=f"{code} xx")
@@ -65,13 +117,48 @@ async def _tatoeba(
             "xx_en": pct(xx_en.mean()),
             "en_xx": pct(en_xx.mean()),
         }
-    replicates = {d: bootstrap_macro_means(h, N_BOOTSTRAP, seed) for d, h in hits.items()}
-    average: dict[str, Any] = {}
-    for direction, h in hits.items():
-        average[direction] = pct(float(np.mean([x.mean() for x in h])))
-        lo, hi = percentile_interval(replicates[direction])
-        average[f"{direction}_ci95"] = [pct(lo), pct(hi)]
-    return {"per_language": per_language, "average": average}, replicates
+        inverse = np.empty_like(pair.gold)
+        inverse[pair.gold] = np.arange(pair.gold.size)
+        for variant, by_method in rescored.items():
+            for method, by_direction in by_method.items():
+                by_direction["xx_en"].append(HITS[variant](xx, en, pair.gold, method, MARGIN_K))
+                by_direction["en_xx"].append(HITS[variant](en, xx, inverse, method, MARGIN_K))
+    average, replicates = _averages(hits, seed)
+    result: dict[str, Any] = {"per_language": per_language, "average": average}
+    codes = [pair.language.iso3 for pair in pairs]
+    for variant, by_method in rescored.items():
+        if by_method:
+            result[RESCORED_KEY[variant]] = _rescored(by_method, codes, hits, replicates, seed)
+    return result, replicates
+
+
+async def _stsb_dev(
+    embedder: SystemEmbedder, pairs: list[stsb_dev.DevPair], name: str, seed: int, rescore: list[str]
+) -> dict[str, Any]:
+    """Strict xx->en P@1 per dev language and averaged, plus rescored versions; English embedded once."""
+    english = sorted({t for pair in pairs for t in pair.en})
+    en_all = await embedder.embed(english, desc="stsb-dev en")
+    row = {text: i for i, text in enumerate(english)}
+    per_language: dict[str, dict[str, Any]] = {}
+    hits: Hits = {"xx_en": []}
+    rescored = _empty_rescore_hits(rescore, ("xx_en",))
+    for pair in tqdm(pairs, desc=f"{name} stsb-dev", unit="lang"):
+        xx = await embedder.embed(pair.xx, desc=f"stsb-dev {pair.lang}")
+        en = en_all[[row[t] for t in pair.en]]
+        gold = np.arange(len(pair.xx))
+        plain = hits_paper(xx, en, gold, "none", MARGIN_K, strict=True)
+        hits["xx_en"].append(plain)
+        per_language[pair.lang] = {"n": len(pair.xx), "xx_en": pct(plain.mean())}
+        for variant, by_method in rescored.items():
+            for method, by_direction in by_method.items():
+                by_direction["xx_en"].append(HITS[variant](xx, en, gold, method, MARGIN_K, strict=True))
+    average, replicates = _averages(hits, seed)
+    result: dict[str, Any] = {"per_language": per_language, "average": average}
+    codes = [pair.lang for pair in pairs]
+    for variant, by_method in rescored.items():
+        if by_method:
+            result[RESCORED_KEY[variant]] = _rescored(by_method, codes, hits, replicates, seed)
+    return result
 
 
 async def _bucc(embedder: SystemEmbedder, corpus: bucc.BuccCorpus, cfg: RunConfig) -> dict[str, Any]:
@@ -116,6 +203,9 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
     """Benchmark every system on the configured tasks; the dict is what `report` writes."""
     started = time.perf_counter()
     pairs = [tatoeba.load_pair(cfg.data_dir, lang, cfg.max_sentences) for lang in cfg.languages]
+    dev_pairs: list[stsb_dev.DevPair] = []
+    if "stsb-dev" in cfg.tasks:
+        dev_pairs = stsb_dev.load_dev(cfg.data_dir, cfg.stsb_languages, cfg.max_sentences)
     corpus: bucc.BuccCorpus | None = None
     if "bucc" in cfg.tasks:
         corpus = bucc.load_bucc(cfg.data_dir)
@@ -125,13 +215,16 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
     tatoeba_results: dict[str, Any] = {}
     replicates: dict[str, dict[str, np.ndarray]] = {}
     bucc_results: dict[str, Any] = {}
+    dev_results: dict[str, Any] = {}
     for system in systems:
         t0 = time.perf_counter()
         async with SystemEmbedder(system, cfg.cache_dir, cfg.threads) as embedder:
             if "tatoeba" in cfg.tasks:
                 tatoeba_results[system.name], replicates[system.name] = await _tatoeba(
-                    embedder, pairs, system.name, cfg.seed
+                    embedder, pairs, system.name, cfg.seed, cfg.rescore
                 )
+            if dev_pairs:
+                dev_results[system.name] = await _stsb_dev(embedder, dev_pairs, system.name, cfg.seed, cfg.rescore)
             if corpus is not None:
                 bucc_results[system.name] = await _bucc(embedder, corpus, cfg)
             system_info[system.name] = {
@@ -161,6 +254,9 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
             "seed": cfg.seed,
             "bootstrap_replicates": N_BOOTSTRAP,
             "margin_k": MARGIN_K,
+            "rescore": cfg.rescore,
+            "rescore_k": MARGIN_K,
+            "rescore_service_candidates": candidate_count(1),
         },
         "systems": system_info,
     }
@@ -174,6 +270,12 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
             ],
             "results": tatoeba_results,
             "gains": _gains(tatoeba_results, replicates, baseline),
+        }
+    if dev_pairs:
+        results["stsb_dev"] = {
+            "protocol": stsb_dev.PROTOCOL,
+            "languages": [{"code": pair.lang, "n_used": len(pair.xx)} for pair in dev_pairs],
+            "results": dev_results,
         }
     if corpus is not None:
         results["bucc"] = {

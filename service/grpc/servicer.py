@@ -111,7 +111,8 @@ class RetrievalServicer:
         override = None
         if request.HasField("fusion"):
             override = FusionOverride(request.fusion.method or None, list(request.fusion.weights) or None)
-        found = await self.engine.search(queries, request.k, list(request.langs) or None, override)
+        rescore = request.rescore or None
+        found = await self.engine.search(queries, request.k, list(request.langs) or None, override, rescore=rescore)
         used = self.engine.fusion_for(override)
         results = [
             xret_pb2.QueryResult(
@@ -135,6 +136,7 @@ class RetrievalServicer:
             model=self.engine.model_name,
             took_ms=took_ms,
             fusion=xret_pb2.AppliedFusion(method=used.method, weights=used.weights),
+            rescore=self.engine.rescore_for(rescore, used),
         )
 
     async def Embed(self, request: xret_pb2.EmbedRequest, context: grpc.aio.ServicerContext) -> xret_pb2.EmbedResponse:

@@ -86,7 +86,7 @@ def create_router(engine: Engine) -> APIRouter:
         started = time.perf_counter()
         queries, field = body.texts()
         override = None if body.fusion is None else FusionOverride(body.fusion.method, body.fusion.weights)
-        found = await engine.search(queries, body.k, body.langs, override, field=field)
+        found = await engine.search(queries, body.k, body.langs, override, field=field, rescore=body.rescore)
         used = engine.fusion_for(override)
         return SearchResponse(
             results=[
@@ -94,6 +94,7 @@ def create_router(engine: Engine) -> APIRouter:
                 for q, hits in zip(queries, found, strict=True)
             ],
             fusion=FusionUsed(method=used.method, weights=list(used.weights)),
+            rescore=engine.rescore_for(body.rescore, used),
             model=engine.model_name,
             took_ms=round((time.perf_counter() - started) * 1000, 3),
         )

@@ -85,6 +85,16 @@ class SearchRequest(Strict):
     fusion: FusionRequest | None = Field(
         None, description="Override the repository's fusion for this request; omit to use the repository's."
     )
+    rescore: Literal["none", "margin", "csls"] | None = Field(
+        None,
+        description=(
+            "Hubness reduction: re-rank the top max(10k, 100) cosine candidates by ratio margin "
+            "cos / ((r_x + r_y) / 2) or CSLS 2 cos - r_x - r_y, where r_y is a sentence's mean cosine to its "
+            "4 nearest indexed sentences and r_x the query's mean top-4 cosine. Needs a cosine fusion with "
+            "the repository's weights. Omit for the server's default (search_rescore)."
+        ),
+        examples=["margin"],
+    )
 
     @model_validator(mode="after")
     def _one_of_query_or_queries(self) -> SearchRequest:
@@ -106,7 +116,10 @@ class Hit(BaseModel):
     text: str = Field(description="The indexed sentence.", examples=["Wo ist der Bahnhof?"])
     lang: str = Field(description="Its language code.", examples=["deu"])
     score: float = Field(
-        description="Fused cosine similarity (1.0 = same embedding); with fusion rrf, the RRF score.",
+        description=(
+            "Fused cosine similarity (1.0 = same embedding); with fusion rrf, the RRF score; with rescore "
+            "margin or csls, the rescored score."
+        ),
         examples=[0.87],
     )
     metadata: dict[str, Any] | None = Field(None, description="Metadata stored with the sentence.")
@@ -125,6 +138,9 @@ class FusionUsed(BaseModel):
 class SearchResponse(BaseModel):
     results: list[QueryResult] = Field(description="One entry per query, in request order.")
     fusion: FusionUsed = Field(description="The fusion actually used (the repository's unless overridden).")
+    rescore: str = Field(
+        description="The hubness rescoring that ranked the hits: none, margin or csls.", examples=["none"]
+    )
     model: str = Field(description="Name of the served model repository.", examples=["xret-ensemble"])
     took_ms: float = Field(description="Server-side time for the whole request.", examples=[4.2])
 
