@@ -10,9 +10,10 @@ full repository (tested), at the cost of one embedding pass per member instead o
 
 A system spec is `NAME=REPO_DIR[:MEMBER,MEMBER...][@FUSION]`: without members it is the repository's own
 ensemble (its members, fusion and weights); with members it is that subset with uniform weights and the
-repository's fusion method, or FUSION when given. Score-level `rrf` is a re-ranking done at search time
-on the service's candidate list, not an embedding, so it is refused here rather than silently scored as
-summed cosines; `score_sum` is exactly `concat` (see service.ensemble) and is scored that way.
+repository's fusion method (concat when it has no ensemble.json yet), or FUSION when given. Score-level
+`rrf` is a re-ranking done at search time on the service's candidate list, not an embedding, so it is
+refused here rather than silently scored as summed cosines; `score_sum` is exactly `concat` (see
+service.ensemble) and is scored that way.
 """
 
 from __future__ import annotations
@@ -72,27 +73,32 @@ class SystemEmbedder:
     """Async context manager giving a system's fused vectors; members are embedded and cached one by one."""
 
     def __init__(self, system: System, cache_dir: Path | None, threads: int = 0) -> None:
-        try:
-            repository = load_repository(system.repo, verify_hashes=False)
-        except RepositoryError as exc:
-            raise BenchmarkError(f"system {system.name!r}: {exc}") from None
-        own = repository.ensemble
-        names = list(system.members) if system.members is not None else list(own.members)
-        available = {m.name for m in (system.repo / "members").iterdir() if (m / "member.json").is_file()}
+        own: EnsembleSpec | None = None
+        if system.members is None or (system.repo / "ensemble.json").is_file():
+            # a named member subset needs no ensemble.json (a pipeline writes it last, after every member)
+            try:
+                own = load_repository(system.repo, verify_hashes=False).ensemble
+            except RepositoryError as exc:
+                raise BenchmarkError(f"system {system.name!r}: {exc}") from None
+        names = list(system.members) if system.members is not None else list(own.members if own else [])
+        members_dir = system.repo / "members"
+        if not members_dir.is_dir():
+            raise BenchmarkError(f"system {system.name!r}: {members_dir} is not a folder")
+        available = {m.name for m in members_dir.iterdir() if (m / "member.json").is_file()}
         missing = [n for n in names if n not in available]
         if missing:
             raise BenchmarkError(
                 f"system {system.name!r}: member(s) {missing} not in {system.repo / 'members'} "
                 f"(it has: {', '.join(sorted(available))})"
             )
-        self.method = system.fusion or own.fusion.method
+        self.method = system.fusion or (own.fusion.method if own else "concat")
         if self.method == "rrf":
             raise BenchmarkError(
                 f"system {system.name!r}: repository fusion 'rrf' re-ranks at search time and has no embedding; "
                 "append @concat (summed cosines, the candidates rrf re-ranks) to score it"
             )
-        same_ensemble = system.members is None or list(system.members) == list(own.members)
-        self.weights = own.fusion.resolved_weights(len(names)) if same_ensemble else [1.0] * len(names)
+        same_ensemble = own is not None and (system.members is None or list(system.members) == list(own.members))
+        self.weights = own.fusion.resolved_weights(len(names)) if own and same_ensemble else [1.0] * len(names)
         self.names = names
         self._views = tempfile.TemporaryDirectory(prefix="xret-bench-views-")
         self.members = [

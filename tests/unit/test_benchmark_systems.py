@@ -71,3 +71,16 @@ def test_malformed_specs_are_named(tiny_repo: Path, spec: str, message: str) -> 
 def test_unknown_member_lists_what_the_repository_has(tiny_repo: Path) -> None:
     with pytest.raises(BenchmarkError, match=r"\['nope'\] not in .*it has: tiny0, tiny1"):
         SystemEmbedder(System.parse("x", f"{tiny_repo}:tiny0,nope"), None)
+
+
+def test_a_member_subset_needs_no_ensemble_json(tiny_repo: Path, tmp_path: Path) -> None:
+    """A pipeline writes ensemble.json last; its members can be benchmarked before that."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo, repo)
+    (repo / "ensemble.json").unlink()
+    alone, embedder = asyncio.run(_system_vectors(System.parse("one", f"{repo}:tiny1"), None))
+    assert embedder.method == "concat" and embedder.weights == [1.0] and alone.shape == (len(TEXTS), 32)
+    with pytest.raises(BenchmarkError, match=r"ensemble\.json"):
+        SystemEmbedder(System("whole", repo), None)
