@@ -113,7 +113,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config, out=args.out)
-        run_pipeline(config, verbose=not args.quiet)
+        run_pipeline(config, verbose=not args.quiet, only=args.only)
     except (
         PipelineConfigError,
         TrainConfigError,
@@ -169,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("config", type=Path, help="pipeline YAML (e.g. export/configs/syntactic.yaml)")
     pipeline.add_argument("--out", type=Path, default=None, help="output folder (default: the config's `out`)")
     pipeline.add_argument("--quiet", action="store_true", help="no progress output")
+    pipeline.add_argument(
+        "--only",
+        type=lambda text: [t for t in text.split(",") if t],
+        default=None,
+        metavar="TASK[,TASK]",
+        help="train and export only these tasks, then stop (run disjoint lists in parallel, then once without)",
+    )
     pipeline.set_defaults(func=_cmd_pipeline)
 
     quantize = sub.add_parser("quantize", help="add an int8 copy of a member (with a cosine parity check)")

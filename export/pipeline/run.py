@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from export.pipeline.config import BASE_MEMBER, PipelineConfig
+from export.pipeline.config import BASE_MEMBER, PipelineConfig, PipelineConfigError
 from export.pipeline.steps import DONE_FILE, StepLog, checkpoint_fingerprint, is_done, mark_done, read_result, step_hash
 from export.tasks import TaskData
 from service.repository import MemberSpec, read_json, write_json_atomic
@@ -41,9 +41,19 @@ class Built:
     result: dict[str, Any]
 
 
-def run_pipeline(config: PipelineConfig, verbose: bool = True) -> StepLog:
-    """Run every step that is not already done for its current inputs; returns what ran and what was skipped."""
+def run_pipeline(config: PipelineConfig, verbose: bool = True, only: list[str] | None = None) -> StepLog:
+    """Run every step that is not already done for its current inputs; returns what ran and what was skipped.
+
+    `only` trains and exports just those tasks and stops there: two processes with disjoint `only` lists
+    use two machines' worth of cores (or two cores at one thread each) at once, and a final run without it
+    skips their steps and does the soup, the ensemble and the index.
+    """
     import torch
+
+    unknown = sorted(set(only or []) - set(config.tasks))
+    if unknown:
+        known = list(config.tasks)
+        raise PipelineConfigError(f"--only names task(s) {unknown} that {config.source} does not train; it has {known}")
 
     log = StepLog(verbose=verbose)
     if config.threads is not None:
@@ -54,8 +64,13 @@ def run_pipeline(config: PipelineConfig, verbose: bool = True) -> StepLog:
     trained: dict[str, Built] = {}
     exported: dict[str, Built] = {}
     for name in config.tasks:  # export each member as soon as it is trained, so it can be benchmarked early
+        if only and name not in only:
+            continue
         trained[name] = _train(config, name, base, log)
         exported[name] = _export_trained(config, name, trained[name], base, log)
+    if only:
+        log.say(f"done (--only {','.join(only)}): {len(log.executed)} step(s) run, {len(log.skipped)} already done")
+        return log
     needed = set(config.ensemble.members) if config.ensemble else set()
     if BASE_MEMBER in needed:
         exported[BASE_MEMBER] = _export_base(config, base, log)

@@ -45,6 +45,13 @@ class TrainConfig:
     batch_size: int = field(default=16, metadata=_help("sentences (or pairs) per step"))
     max_length: int = field(default=128, metadata=_help("training truncation in tokens, prefix included"))
     seed: int = field(default=0, metadata=_help("seeds weights of the head/LoRA, dropout and data order"))
+    probe_steps: int = field(
+        default=0,
+        metadata=_help(
+            "head-only steps on the frozen encoder before joint training (LP-FT, Kumar et al. 2022): a trained "
+            "head sends smaller, task-shaped gradients into the encoder than a random one, so features move less"
+        ),
+    )
     warmup: float = field(default=0.06, metadata=_help("linear warm-up as a fraction of steps, then linear decay"))
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay (not on biases/LayerNorm)"))
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm over all trained weights"))
@@ -154,6 +161,7 @@ class TrainConfig:
             _check(name, getattr(self, name), lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0")
         for name in ("steps", "batch_size", "max_length", "eval_every", "eval_task_sample", "eval_max_length"):
             _check(name, getattr(self, name), lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+        _check("probe_steps", self.probe_steps, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
         _check("eval_retrieval_sample", self.eval_retrieval_sample, lambda v: isinstance(v, int) and v >= 2, ">= 2")
         _check("warmup", self.warmup, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
         _check("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")

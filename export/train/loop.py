@@ -126,6 +126,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self._param_groups(), betas=(0.9, 0.999), eps=1e-8)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
+        self.probe_step = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.best_weights: dict[str, torch.Tensor] = {}
@@ -267,6 +268,8 @@ class Trainer:
         clock = time.monotonic()
         if not self.history:
             self._record_eval(self.evaluate(), candidate=False)
+        if self.step == 0 and self.probe_step < self.config.probe_steps:
+            self.probe()
         bar = tqdm(
             total=self.config.steps, initial=self.step, desc=f"train {self.config.task}", disable=not self.progress
         )
@@ -290,6 +293,61 @@ class Trainer:
         finally:
             bar.close()
         return True
+
+    def probe(self) -> None:
+        """LP-FT's first phase: fit the head alone on the frozen encoder's states, then evaluate it.
+
+        The encoder runs without gradients and with dropout off (its features are fixed, as in a linear
+        probe), so each training example's states are computed once and cached: after the first epoch a
+        probe step costs only the head, and a randomly initialised head (a biaffine parser needs several
+        epochs) can be trained to convergence for about one epoch of encoder forward passes. The head has
+        its own constant-rate optimizer, so the joint phase's schedule is untouched.
+        """
+        head_params = [p for p in self.head.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(head_params, lr=self.config.lr_head, weight_decay=0.0)
+        self.encoder.eval()
+        self.head.train()
+        cache: dict[int, list[torch.Tensor]] = {}
+        total = self.config.probe_steps
+        bar = tqdm(total=total, initial=self.probe_step, desc=f"probe {self.config.task}", disable=not self.progress)
+        try:
+            while self.probe_step < total:
+                indices = self.batch_indices(self.probe_step)
+                self._cache_states(cache, [i for i in dict.fromkeys(indices) if i not in cache])
+                batch = self.batch(indices)
+                hidden = [
+                    _pad_states([cache[i][side] for i in indices], ids.shape[1]).to(self.runtime.device)
+                    for side, (ids, _) in enumerate(batch.texts)
+                ]
+                with self.runtime.autocast():
+                    loss = self.head.loss(hidden, batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(head_params, self.config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                self.probe_step += 1
+                self._log({"probe_step": self.probe_step, "task_loss": float(loss.detach())})
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", cached=len(cache))
+        finally:
+            bar.close()
+        self._record_eval(self.evaluate(), candidate=False, label="probe")
+        if self.work_dir is not None:
+            self.save_state(self.work_dir / RESUME_DIR / STATE_FILE)
+
+    @torch.no_grad()
+    def _cache_states(self, cache: dict[int, list[torch.Tensor]], indices: list[int]) -> None:
+        """Frozen-encoder states of these training examples, unpadded per text side, kept on the CPU."""
+        if not indices:
+            return
+        batch = self.batch(indices)
+        with self.runtime.autocast():
+            states = [self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state for ids, mask in batch.texts]
+        for row, index in enumerate(indices):
+            cache[index] = [
+                side[row, : int(mask[row].sum())].float().cpu()
+                for side, (_, mask) in zip(states, batch.texts, strict=True)
+            ]
 
     # --- evaluation and selection -------------------------------------------------------------------------
 
@@ -323,8 +381,8 @@ class Trainer:
     def _retrieval(self, encoder: nn.Module, dev: RetrievalDev) -> dict[str, float]:
         return retrieval_p1(encoder, self.tokenizer, dev, self.config.text_prefix, self.eval_max_length, self.runtime)
 
-    def _record_eval(self, result: dict[str, Any], candidate: bool) -> None:
-        entry = {"step": self.step, "eval": "sample", **result}
+    def _record_eval(self, result: dict[str, Any], candidate: bool, label: str = "sample") -> None:
+        entry = {"step": self.step, "eval": label, **result}
         if candidate:
             improved = self.best is None or result["selection"] > self.best["selection"]
             entry["best"] = improved
@@ -425,6 +483,8 @@ class Trainer:
             "lr_head": config.lr_head,
             "steps": config.steps,
             "steps_done": self.step,
+            "probe_steps": config.probe_steps,
+            "probe_dev_sample": next((e["task"] for e in self.history if e.get("eval") == "probe"), None),
             "best_step": self.best["step"] if self.best else self.step,
             "stopped_early": self.stopped_early,
             "batch_size": config.batch_size,
@@ -470,6 +530,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "base_checkpoint": str(self.base_checkpoint),
             "step": self.step,
+            "probe_step": self.probe_step,
             "weights": self._trained_weights(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -505,6 +566,7 @@ class Trainer:
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step = int(state["step"])
+        self.probe_step = int(state.get("probe_step", 0))
         self.history = json.loads(state["history"])
         self.best = json.loads(state["best"])
         self.best_weights = state["best_weights"]
@@ -534,6 +596,14 @@ class Trainer:
             return
         with open(self.work_dir / LOG_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
+
+
+def _pad_states(rows: list[torch.Tensor], width: int) -> torch.Tensor:
+    """[batch, width, hidden] with each row's states at the front (right padding, as `features.pad`)."""
+    out = torch.zeros((len(rows), width, rows[0].shape[-1]), dtype=rows[0].dtype)
+    for index, row in enumerate(rows):
+        out[index, : row.shape[0]] = row
+    return out
 
 
 def train_on(

@@ -226,3 +226,17 @@ def test_multi_task_training_lowers_every_tasks_loss(tiny_checkpoint: Path) -> N
     scores = trainer.evaluate()["task"]
     assert {"upos_accuracy", "deps_uas", "deps_las", "mean"} <= set(scores)
     assert scores["mean"] == pytest.approx(np.mean([scores["upos_accuracy"], scores["deps_las"]]))
+
+
+def test_only_trains_the_named_tasks_and_a_full_run_then_skips_them(
+    built: tuple[Path, StepLog], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    log = run_pipeline(parse_config(tiny_raw(), TINY, out=out), verbose=False, only=["chunk"])
+    assert log.executed == ["base", "train:chunk", "export:chunk"]
+    assert not (out / "train" / "upos").exists() and not (out / "repo" / "ensemble.json").exists()
+    with pytest.raises(ValueError, match="nli"):
+        run_pipeline(parse_config(tiny_raw(), TINY, out=out), verbose=False, only=["nli"])
+    full = run(tiny_raw(), out)
+    assert set(full.skipped) == {"base", "train:chunk", "export:chunk"}
+    assert full.executed == [s for s in built[1].executed if s not in full.skipped]

@@ -26,7 +26,7 @@ from export.tasks.retrieval_dev import load_retrieval_dev
 from export.train import TrainConfig, TrainConfigError, Trainer, WeightSpaceError, interpolate, soup, train_on
 from export.train.cli import main as cli_main
 from export.train.features import IGNORE, WordExample, build_examples, collate, encode_words
-from export.train.loop import LOG_FILE, RESUME_DIR, SUMMARY_FILE
+from export.train.loop import LOG_FILE, RESUME_DIR, STATE_FILE, SUMMARY_FILE, _pad_states
 from export.train.lora import LoRALinear, merge_lora
 
 DATA = Path(os.environ.get("XRET_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
@@ -101,6 +101,36 @@ def test_a_few_steps_lower_the_training_loss(
         t.train_step()
     after, _ = t.eval_losses(probe)
     assert after < 0.9 * before, f"{task}: loss {before:.4f} -> {after:.4f}"
+
+
+def test_probe_fits_the_head_on_the_frozen_encoder_first(
+    tiny_checkpoint: Path, retrieval: dict[str, tuple[list[str], list[str]]], tmp_path: Path
+) -> None:
+    t = Trainer(config("deps", probe_steps=12), tiny_checkpoint, small_task("deps"), retrieval, work_dir=tmp_path)
+    t.start_log()
+    before_state = encoder_state(t)
+    before, _ = t.eval_losses(list(range(16)))
+    t._record_eval(t.evaluate(), candidate=False)
+    cache: dict[int, list[torch.Tensor]] = {}
+    t._cache_states(cache, list(range(8)))
+    batch = t.batch(list(range(8)))
+    t.head.eval()
+    with torch.no_grad():
+        states = [t.encoder(input_ids=i, attention_mask=m).last_hidden_state for i, m in batch.texts]
+        direct = t.head.loss(states, batch)
+        cached = t.head.loss([_pad_states([cache[i][0] for i in range(8)], batch.texts[0][0].shape[1])], batch)
+    torch.testing.assert_close(cached, direct, rtol=1e-5, atol=1e-5)  # cached states are the encoder's own
+    t.probe()
+    after, _ = t.eval_losses(list(range(16)))
+    assert after < 0.9 * before, f"probe: loss {before:.4f} -> {after:.4f}"
+    assert all(torch.equal(v, encoder_state(t)[k]) for k, v in before_state.items())
+    assert t.step == 0 and t.probe_step == 12 and t.history[-1]["eval"] == "probe"
+    # the state written after the probe resumes into the joint phase without probing again
+    resumed = Trainer(config("deps", probe_steps=12), tiny_checkpoint, small_task("deps"), retrieval, work_dir=tmp_path)
+    resumed.load_state(tmp_path / RESUME_DIR / STATE_FILE)
+    assert resumed.probe_step == 12
+    assert resumed.run() and resumed.step == 8
+    assert sum(1 for e in resumed.history if e.get("eval") == "probe") == 1
 
 
 # --- features ----------------------------------------------------------------------------------------------
