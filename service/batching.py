@@ -11,13 +11,12 @@ about models: items, a cost per item and a synchronous `run_batch` are all it se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from service.errors import Overloaded, Unavailable
+from service.dispatch import GroupDispatcher
+from service.errors import Overloaded
 from service.metrics import Metrics
 
 T = TypeVar("T")
@@ -41,9 +40,7 @@ def plan_batch(costs: list[int], max_batch_cost: int, max_batch_size: int) -> li
         n = hi - lo + 1
         left_fits = lo > 0 and n * costs[order[hi - 1]] <= max_batch_cost
         right_fits = hi < len(order) and n * costs[order[hi]] <= max_batch_cost
-        if left_fits and (
-            not right_fits or anchor_cost - costs[order[lo - 1]] <= costs[order[hi]] - anchor_cost
-        ):
+        if left_fits and (not right_fits or anchor_cost - costs[order[lo - 1]] <= costs[order[hi]] - anchor_cost):
             lo -= 1
         elif right_fits:
             hi += 1
@@ -82,7 +79,7 @@ class _Entry(Generic[T, R]):
     arrived: float = field(default=0.0)
 
 
-class MicroBatcher(Generic[T, R]):
+class MicroBatcher(GroupDispatcher[_Entry[T, R]], Generic[T, R]):
     """Groups items of concurrent `submit` calls into batches for a synchronous `run_batch`.
 
     `concurrency` batches may run at once (one thread each); while they run, new items pile up
@@ -106,57 +103,17 @@ class MicroBatcher(Generic[T, R]):
             raise ValueError(
                 "max_batch_cost, max_batch_size, queue_size and concurrency must be >= 1, max_wait_ms >= 0"
             )
+        super().__init__(max_wait_ms=max_wait_ms, concurrency=concurrency, name=name)
         self._run_batch = run_batch
         self._cost = cost
         self._max_batch_cost = max_batch_cost
         self._max_batch_size = max_batch_size
-        self._max_wait_s = max_wait_ms / 1000.0
         self._queue_size = queue_size
         self._metrics = metrics
-        self._concurrency = concurrency
-        self._name = name
-        self._waiting: list[_Entry[T, R]] = []
-        self._arrived = asyncio.Event()
-        self._slots = asyncio.Semaphore(concurrency)  # renewed by start(): a stop may leave a slot taken
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._dispatcher: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
-
-    @property
-    def queued(self) -> int:
-        """Items waiting for a batch (not counting those already running)."""
-        return len(self._waiting)
-
-    async def start(self) -> None:
-        if self._dispatcher is not None:
-            return
-        self._arrived = asyncio.Event()
-        self._slots = asyncio.Semaphore(self._concurrency)
-        self._executor = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix=self._name)
-        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch_forever())
-
-    async def stop(self) -> None:
-        """Refuse waiting items, let running batches finish (threads cannot be interrupted)."""
-        dispatcher, self._dispatcher = self._dispatcher, None
-        if dispatcher is None:
-            return
-        dispatcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await dispatcher
-        waiting, self._waiting = self._waiting, []
-        for entry in waiting:
-            entry.request.fail(Unavailable(f"{self._name} is stopping"))
-        self._report_depth()
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
 
     async def submit(self, items: list[T]) -> list[R]:
         """Results for `items`, in their order; `Overloaded` at once when the queue has no room."""
-        if self._dispatcher is None:
-            raise Unavailable(f"{self._name} is not running")
+        self._require_running()
         if not items:
             return []
         if len(self._waiting) + len(items) > self._queue_size:
@@ -167,16 +124,14 @@ class MicroBatcher(Generic[T, R]):
                 f"the limit of {self._queue_size}; retry later"
             )
         loop = asyncio.get_running_loop()
-        request: _Request[R] = _Request(
-            future=loop.create_future(), results=[None] * len(items), remaining=len(items)
-        )
+        request: _Request[R] = _Request(future=loop.create_future(), results=[None] * len(items), remaining=len(items))
         now = loop.time()
-        self._waiting.extend(
-            _Entry(item=item, cost=self._cost(item), index=i, request=request, arrived=now)
-            for i, item in enumerate(items)
+        self._enqueue(
+            [
+                _Entry(item=item, cost=self._cost(item), index=i, request=request, arrived=now)
+                for i, item in enumerate(items)
+            ]
         )
-        self._report_depth()
-        self._arrived.set()
         try:
             return await request.future
         finally:
@@ -186,68 +141,33 @@ class MicroBatcher(Generic[T, R]):
     def _drop(self, request: _Request[R]) -> None:
         """Forget a failed or cancelled request's waiting items: they must not run nor hold queue room."""
         self._waiting = [e for e in self._waiting if e.request is not request]
-        self._report_depth()
+        self._changed()
 
-    def _report_depth(self) -> None:
+    def _changed(self) -> None:
         if self._metrics is not None:
             self._metrics.queue_depth.set(len(self._waiting))
 
-    async def _dispatch_forever(self) -> None:
-        while True:
-            while not self._waiting:
-                self._arrived.clear()
-                await self._arrived.wait()
-            await self._slots.acquire()
-            try:
-                batch = await self._collect()
-            except BaseException:
-                self._slots.release()
-                raise
-            if not batch:
-                self._slots.release()
-                continue
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+    def _is_live(self, entry: _Entry[T, R]) -> bool:
+        return not entry.request.future.done()
 
-    async def _collect(self) -> list[_Entry[T, R]]:
-        """Wait (up to max_wait after the oldest item arrived) until a batch is full, then take it."""
-        loop = asyncio.get_running_loop()
-        while True:
-            self._waiting = [e for e in self._waiting if not e.request.future.done()]
-            self._report_depth()
-            if not self._waiting:
-                return []
-            picked = plan_batch([e.cost for e in self._waiting], self._max_batch_cost, self._max_batch_size)
-            full = len(picked) == self._max_batch_size or len(picked) < len(self._waiting)
-            remaining = self._waiting[0].arrived + self._max_wait_s - loop.time()
-            if full or remaining <= 0:
-                batch = [self._waiting[i] for i in picked]
-                taken = set(picked)
-                self._waiting = [e for i, e in enumerate(self._waiting) if i not in taken]
-                self._report_depth()
-                return batch
-            self._arrived.clear()
-            with contextlib.suppress(asyncio.TimeoutError):  # a builtin alias only from 3.11
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+    def _refuse(self, entry: _Entry[T, R], exc: BaseException) -> None:
+        entry.request.fail(exc)
+
+    def _pick(self) -> tuple[list[int], bool]:
+        picked = plan_batch([e.cost for e in self._waiting], self._max_batch_cost, self._max_batch_size)
+        return picked, len(picked) == self._max_batch_size or len(picked) < len(self._waiting)
 
     async def _run(self, batch: list[_Entry[T, R]]) -> None:
+        if self._metrics is not None:
+            self._metrics.batch_size.observe(len(batch))
+            self._metrics.batch_tokens.observe(len(batch) * max(e.cost for e in batch))
         try:
-            if self._metrics is not None:
-                self._metrics.batch_size.observe(len(batch))
-                self._metrics.batch_tokens.observe(len(batch) * max(e.cost for e in batch))
-            loop = asyncio.get_running_loop()
-            try:
-                results = await loop.run_in_executor(self._executor, self._run_batch, [e.item for e in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(
-                        f"{self._name}: run_batch returned {len(results)} results for {len(batch)} items"
-                    )
-            except Exception as exc:
-                for entry in batch:
-                    entry.request.fail(exc)
-                return
-            for entry, result in zip(batch, results, strict=True):
-                entry.request.deliver(entry.index, result)
-        finally:
-            self._slots.release()
+            results = await self._in_worker(self._run_batch, [e.item for e in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{self._name}: run_batch returned {len(results)} results for {len(batch)} items")
+        except Exception as exc:
+            for entry in batch:
+                entry.request.fail(exc)
+            return
+        for entry, result in zip(batch, results, strict=True):
+            entry.request.deliver(entry.index, result)
