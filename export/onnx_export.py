@@ -13,6 +13,7 @@ import re
 import shutil
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -182,11 +183,7 @@ def export_member(
     if tolerance < 0:
         raise ExportError(f"tolerance must be >= 0, got {tolerance}")
     members_dir = Path(out_dir) / "members"
-    staging = members_dir / f".{name}.staging"
-    final = members_dir / name
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with staged_member(members_dir, name) as staging:
         model = AutoModel.from_pretrained(checkpoint, attn_implementation="eager").float().eval()
         resolved = resolve_layer(layer, int(model.config.num_hidden_layers))
         check_max_length(model.config, max_length)
@@ -224,12 +221,24 @@ def export_member(
             training=dict(training or {}),
         )
         write_json_atomic(staging / "member.json", spec.to_json())
+    return spec
+
+
+@contextmanager
+def staged_member(members_dir: Path, name: str) -> Iterator[Path]:
+    """A staging folder that replaces `members/<name>` only when the block completes, so a failed
+    parity check or a crash leaves the previous member (or none), never a half-written one."""
+    staging = members_dir / f".{name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    final = members_dir / name
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
-    return spec
 
 
 def _write_tokenizer_json(checkpoint: Path, target: Path) -> Path:

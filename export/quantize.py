@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from export.onnx_export import MEMBER_NAME, OUTPUT_NAME, ExportError, ExportParityError, multilingual_sentences
+from export.onnx_export import (
+    MEMBER_NAME,
+    OUTPUT_NAME,
+    ExportError,
+    ExportParityError,
+    multilingual_sentences,
+    staged_member,
+)
 from service.encoders.base import Tokenizer
 from service.encoders.onnx import pad_batch
 from service.errors import StartupError
@@ -82,10 +88,7 @@ def quantize_member(
     if final.exists() and not force:
         raise QuantizeError(f"{final}: member {target!r} already exists (pass --force to replace it)")
 
-    staging = members_dir / f".{target}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with staged_member(members_dir, target) as staging:
         onnx_path = staging / "model.onnx"
         _quantize_graph(source_dir / "model.onnx", onnx_path)
         shutil.copyfile(source_dir / "tokenizer.json", staging / "tokenizer.json")
@@ -108,11 +111,6 @@ def quantize_member(
             quantization=_record(mode, member, spec.onnx_sha256, low, mean, len(texts)),
         )
         write_json_atomic(staging / "member.json", quantized.to_json())
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
     return quantized
 
 

@@ -251,14 +251,7 @@ def scenario_peers(setup: Setup) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     problem = _peers_ready(setup)
     with ExitStack() as stack:
-        xret = stack.enter_context(
-            xret_server(
-                setup.repo,
-                fresh_dir(setup.work / "index" / "peers"),
-                setup.work / "logs" / "xret-peers.log",
-                {"cache_size": "0"},
-            )
-        )
+        xret = stack.enter_context(_uncached_xret(setup, setup.repo, "peers"))
         infinity = None
         if problem is None:
             infinity = stack.enter_context(
@@ -320,6 +313,13 @@ def _find(runs: list[dict[str, Any]], system: str, concurrency: int, per_request
     return None
 
 
+def _uncached_xret(setup: Setup, repo: Path, name: str) -> Any:
+    """An xret server with its query cache off (every request encodes) on a fresh index `name`."""
+    return xret_server(
+        repo, fresh_dir(setup.work / "index" / name), setup.work / "logs" / f"xret-{name}.log", {"cache_size": "0"}
+    )
+
+
 def _peer_ratios(runs: list[dict[str, Any]], ceiling: float | None, st: float | None) -> dict[str, Any]:
     """The issue's targets as numbers: throughput and p99 ratios to infinity, share of the ceiling."""
     out: dict[str, Any] = {}
@@ -371,14 +371,7 @@ def scenario_concurrency(setup: Setup) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     problem = _peers_ready(setup)
     with ExitStack() as stack:
-        xret = stack.enter_context(
-            xret_server(
-                setup.repo,
-                fresh_dir(setup.work / "index" / "concurrency"),
-                setup.work / "logs" / "xret-concurrency.log",
-                {"cache_size": "0"},
-            )
-        )
+        xret = stack.enter_context(_uncached_xret(setup, setup.repo, "concurrency"))
         populate_s = populate(xret.rest, pairs[:INDEXED])
         infinity = None
         if problem is None:
@@ -430,14 +423,7 @@ def scenario_ensemble(setup: Setup) -> dict[str, Any]:
     with ExitStack() as stack:
         servers = {}
         for label, repo in (("1-member", setup.repo), ("3-member", setup.repo3)):
-            ep = stack.enter_context(
-                xret_server(
-                    repo,
-                    fresh_dir(setup.work / "index" / f"ensemble-{label}"),
-                    setup.work / "logs" / f"xret-{label}.log",
-                    {"cache_size": "0"},
-                )
-            )
+            ep = stack.enter_context(_uncached_xret(setup, repo, f"ensemble-{label}"))
             populate_s[label] = populate(ep.rest, pairs[:INDEXED])
             servers[label] = (ep, len(load_repository(repo).members))
         for kind, concurrency, per_request in (
