@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from export.repository_writer import write_ensemble
 from service.encoders import load_encoders
@@ -86,7 +87,7 @@ def select_weights(
     texts = sorted({t for src, tgt in dev.values() for t in (*src, *tgt)})
     row = {text: i for i, text in enumerate(texts)}
     similarities: dict[str, list[np.ndarray]] = {lang: [] for lang in dev}
-    for encoder in encoders:
+    for encoder in tqdm(encoders, desc=f"dev embeddings ({len(texts)} texts per member)", unit="member"):
         vectors = embed_texts(encoder, texts)
         for lang, (src, tgt) in dev.items():
             similarities[lang].append(vectors[[row[t] for t in src]] @ vectors[[row[t] for t in tgt]].T)
