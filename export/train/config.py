@@ -52,6 +52,13 @@ class TrainConfig:
             "head sends smaller, task-shaped gradients into the encoder than a random one, so features move less"
         ),
     )
+    shuffle_labels: bool = field(
+        default=False,
+        metadata=_help(
+            "control run: shuffle word labels across the training set (same label counts, no relation to the "
+            "words), to tell what the task's syntax adds from what the fine-tuning itself does (tagging only)"
+        ),
+    )
     warmup: float = field(default=0.06, metadata=_help("linear warm-up as a fraction of steps, then linear decay"))
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay (not on biases/LayerNorm)"))
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm over all trained weights"))
@@ -161,6 +168,8 @@ class TrainConfig:
             _check(name, getattr(self, name), lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0")
         for name in ("steps", "batch_size", "max_length", "eval_every", "eval_task_sample", "eval_max_length"):
             _check(name, getattr(self, name), lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+        if self.shuffle_labels and self.task == MULTI_TASK:
+            raise TrainConfigError(f"shuffle_labels is a control for one tagging task, not for {MULTI_TASK!r}")
         _check("probe_steps", self.probe_steps, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
         _check("eval_retrieval_sample", self.eval_retrieval_sample, lambda v: isinstance(v, int) and v >= 2, ">= 2")
         _check("warmup", self.warmup, lambda v: 0 <= v < 1, "a fraction in [0, 1)")

@@ -20,6 +20,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -38,7 +39,7 @@ from export.tasks import TaskData, load_task
 from export.tasks.retrieval_dev import load_retrieval_dev
 from export.train.config import MULTI_TASK, TrainConfig, TrainConfigError
 from export.train.evaluate import RetrievalDev, predict, primary_metric, retrieval_p1, sample_retrieval_dev, task_scores
-from export.train.features import Batch, Example, build_examples, collate
+from export.train.features import Batch, Example, WordExample, build_examples, collate
 from export.train.heads import TaskHead, build_head, mean_pool
 from export.train.lora import add_lora, merge_lora
 from export.train.runtime import Runtime, seed_everything
@@ -146,6 +147,8 @@ class Trainer:
 
     def _prepare_examples(self) -> None:
         self.examples = self._examples(self.task.train, self.config.max_length)
+        if self.config.shuffle_labels:
+            self.examples = shuffled_labels(self.examples, self.task.kind, self.config.seed)
         self.dev_sample = self.task.dev[: self.config.eval_task_sample]
         self.dev_sample_examples = self._examples(self.dev_sample, self.eval_max_length)
 
@@ -596,6 +599,26 @@ class Trainer:
             return
         with open(self.work_dir / LOG_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
+
+
+def shuffled_labels(examples: list[Example], kind: str, seed: int) -> list[Example]:
+    """The control of `shuffle_labels`: every word label of the training set permuted across the whole set.
+
+    Label frequencies, sentence lengths and which words are trained stay the same; what a label says about
+    its word is gone, so a model trained on this learns no syntax from the task.
+    """
+    if kind != "tagging":
+        raise TrainConfigError(f"shuffle_labels is a control for tagging tasks, not {kind!r} ones")
+    words = [e for e in examples if isinstance(e, WordExample)]
+    pool = np.array([label for e in words for label in e.labels])
+    np.random.default_rng([seed, 1]).shuffle(pool)
+    out: list[Example] = []
+    start = 0
+    for example in words:
+        end = start + len(example.labels)
+        out.append(dataclasses.replace(example, labels=tuple(int(x) for x in pool[start:end])))
+        start = end
+    return out
 
 
 def _pad_states(rows: list[torch.Tensor], width: int) -> torch.Tensor:

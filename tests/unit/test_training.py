@@ -133,6 +133,21 @@ def test_probe_fits_the_head_on_the_frozen_encoder_first(
     assert sum(1 for e in resumed.history if e.get("eval") == "probe") == 1
 
 
+def test_shuffled_labels_keep_the_counts_and_lose_the_words(
+    tiny_checkpoint: Path, retrieval: dict[str, tuple[list[str], list[str]]]
+) -> None:
+    plain = trainer(tiny_checkpoint, retrieval, "upos")
+    control = trainer(tiny_checkpoint, retrieval, "upos", shuffle_labels=True)
+    before = [label for e in plain.examples for label in e.labels]  # type: ignore[union-attr]
+    after = [label for e in control.examples for label in e.labels]  # type: ignore[union-attr]
+    assert sorted(before) == sorted(after) and before != after
+    assert [len(e.labels) for e in control.examples] == [len(e.labels) for e in plain.examples]  # type: ignore[union-attr]
+    with pytest.raises(TrainConfigError, match="tagging"):
+        trainer(tiny_checkpoint, retrieval, "deps", shuffle_labels=True)
+    with pytest.raises(TrainConfigError, match="multi"):
+        config("multi", shuffle_labels=True)
+
+
 # --- features ----------------------------------------------------------------------------------------------
 
 
