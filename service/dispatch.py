@@ -71,10 +71,6 @@ class GroupDispatcher(Generic[E]):
         """Entries waiting (not counting those already running)."""
         return len(self._waiting)
 
-    @property
-    def running(self) -> bool:
-        return self._dispatcher is not None
-
     def _require_running(self) -> None:
         if self._dispatcher is None:
             raise Unavailable(f"{self._name} is not running")
