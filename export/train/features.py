@@ -113,7 +113,7 @@ def build_examples(
 def collate(kind: str, examples: Sequence[Example], pad_id: int) -> Batch:
     """Pad a list of examples of one task kind into tensors."""
     if kind == "tagging":
-        words = _word_examples(examples)
+        words = word_examples(examples)
         ids, mask = pad([e.ids for e in words], pad_id)
         labels = torch.full(ids.shape, IGNORE, dtype=torch.long)
         for row, example in enumerate(words):
@@ -122,7 +122,7 @@ def collate(kind: str, examples: Sequence[Example], pad_id: int) -> Batch:
                     labels[row, position] = label
         return Batch([(ids, mask)], {"labels": labels})
     if kind == "parsing":
-        return _collate_parsing(_word_examples(examples), pad_id)
+        return _collate_parsing(word_examples(examples), pad_id)
     pairs = [e for e in examples if isinstance(e, PairExample)]
     target_dtype = torch.float32 if kind == "pair_regression" else torch.long
     return Batch(
@@ -167,7 +167,8 @@ def _collate_parsing(examples: list[WordExample], pad_id: int) -> Batch:
     return Batch([(ids, mask)], {"word_index": word_index, "word_mask": word_mask, "heads": heads, "rels": rels})
 
 
-def _word_examples(examples: Sequence[Example]) -> list[WordExample]:
+def word_examples(examples: Sequence[Example]) -> list[WordExample]:
+    """The examples of a word-level task as WordExamples; a pair example among them is a bug (TypeError)."""
     words = [e for e in examples if isinstance(e, WordExample)]
     if len(words) != len(examples):
         raise TypeError("word-level task got pair examples")

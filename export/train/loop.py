@@ -39,7 +39,7 @@ from export.tasks import TaskData, load_task
 from export.tasks.retrieval_dev import load_retrieval_dev
 from export.train.config import MULTI_TASK, TrainConfig, TrainConfigError
 from export.train.evaluate import RetrievalDev, predict, primary_metric, retrieval_p1, sample_retrieval_dev, task_scores
-from export.train.features import Batch, Example, WordExample, build_examples, collate
+from export.train.features import Batch, Example, build_examples, collate, word_examples
 from export.train.heads import TaskHead, build_head, mean_pool
 from export.train.lora import add_lora, merge_lora
 from export.train.runtime import Runtime, seed_everything
@@ -609,7 +609,7 @@ def shuffled_labels(examples: list[Example], kind: str, seed: int) -> list[Examp
     """
     if kind != "tagging":
         raise TrainConfigError(f"shuffle_labels is a control for tagging tasks, not {kind!r} ones")
-    words = [e for e in examples if isinstance(e, WordExample)]
+    words = word_examples(examples)
     pool = np.array([label for e in words for label in e.labels])
     np.random.default_rng([seed, 1]).shuffle(pool)
     out: list[Example] = []
