@@ -157,17 +157,19 @@ class MicroBatcher(GroupDispatcher[_Entry[T, R]], Generic[T, R]):
         picked = plan_batch([e.cost for e in self._waiting], self._max_batch_cost, self._max_batch_size)
         return picked, len(picked) == self._max_batch_size or len(picked) < len(self._waiting)
 
-    async def _run(self, batch: list[_Entry[T, R]]) -> None:
+    async def _compute(self, batch: list[_Entry[T, R]]) -> list[R]:
         if self._metrics is not None:
             self._metrics.batch_size.observe(len(batch))
             self._metrics.batch_tokens.observe(len(batch) * max(e.cost for e in batch))
-        try:
-            results = await self._in_worker(self._run_batch, [e.item for e in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"{self._name}: run_batch returned {len(results)} results for {len(batch)} items")
-        except Exception as exc:
+        results = await self._in_worker(self._run_batch, [e.item for e in batch])
+        if len(results) != len(batch):
+            raise RuntimeError(f"{self._name}: run_batch returned {len(results)} results for {len(batch)} items")
+        return results
+
+    def _deliver(self, batch: list[_Entry[T, R]], outcome: list[R] | Exception) -> None:
+        if isinstance(outcome, Exception):
             for entry in batch:
-                entry.request.fail(exc)
+                entry.request.fail(outcome)
             return
-        for entry, result in zip(batch, results, strict=True):
+        for entry, result in zip(batch, outcome, strict=True):
             entry.request.deliver(entry.index, result)

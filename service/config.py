@@ -50,12 +50,22 @@ class Settings(BaseSettings):
             "larger batch; 2 can help with intra_op_threads=1 on a 2-core machine."
         ),
     )
-    padding_slack: float = Field(
-        0.25,
-        ge=0,
+    bucketing: Literal["cost", "slack", "none"] = Field(
+        "cost",
         description=(
-            "A batch runs as length buckets whose padded tokens stay within (1 + slack) x their real tokens "
-            "(groups of 8 rows or more); a large value (e.g. 100) runs every batch in one call."
+            "How an encoder batch is cut into session calls of similar length: cost = the split with the least "
+            "predicted run time, from each member's call cost measured at start-up; slack = groups whose padded "
+            "tokens stay within (1 + padding_slack) x their real tokens (8 rows or more); none = one call."
+        ),
+    )
+    padding_slack: float = Field(
+        0.25, ge=0, description="bucketing=slack: padded tokens allowed per real token, minus one."
+    )
+    ort_disabled_optimizers: str = Field(
+        "SkipLayerNormFusion",
+        description=(
+            "onnxruntime graph optimizers to skip, comma-separated; empty enables all. The fused "
+            "SkipLayerNormalization ran slower than LayerNormalization + Add on a 2-core Xeon."
         ),
     )
     max_batch_tokens: int = Field(8192, ge=64, description="Token budget (padded tokens) of one encoder batch.")
@@ -102,3 +112,8 @@ class Settings(BaseSettings):
         300.0, ge=0, description="Compact the index write-ahead log into a snapshot this often; 0 = only at stop."
     )
     data_dir: Path = Field(Path("../shared/data"), description="Shared data folder (Tatoeba, ...).")
+
+    @property
+    def disabled_optimizers(self) -> tuple[str, ...]:
+        """`ort_disabled_optimizers` as names (the setting is one string so a flag and an env var can set it)."""
+        return tuple(name.strip() for name in self.ort_disabled_optimizers.split(",") if name.strip())

@@ -110,6 +110,8 @@ class Engine:
             threads=s.intra_op_threads,
             spinning=s.ort_spinning,
             padding_slack=s.padding_slack,
+            bucketing=s.bucketing,
+            disabled_optimizers=s.disabled_optimizers,
         )
         self._ensemble = Ensemble(encoders, fusion.method, fusion.resolved_weights(len(encoders)))
         self._index = SentenceIndex.open(

@@ -110,23 +110,25 @@ class SearchCoalescer(GroupDispatcher[_Waiting[K, R]], Generic[K, R]):
             rows += len(entry.rows)
         return picked, rows >= self._max_group_rows
 
-    async def _run(self, group: list[_Waiting[K, R]]) -> None:
+    async def _compute(self, group: list[_Waiting[K, R]]) -> list[R]:
         stacked = np.concatenate([e.rows for e in group]) if len(group) > 1 else group[0].rows
         if self._metrics is not None:
             self._metrics.search_batch_queries.observe(len(stacked))
             self._metrics.search_batch_requests.observe(len(group))
-        try:
-            results = await self._in_worker(self._run_group, group[0].key, stacked)
-            if len(results) != len(stacked):
-                raise RuntimeError(f"{self._name}: {len(results)} results for {len(stacked)} query rows")
-        except Exception as exc:
+        results = await self._in_worker(self._run_group, group[0].key, stacked)
+        if len(results) != len(stacked):
+            raise RuntimeError(f"{self._name}: {len(results)} results for {len(stacked)} query rows")
+        return results
+
+    def _deliver(self, group: list[_Waiting[K, R]], outcome: list[R] | Exception) -> None:
+        if isinstance(outcome, Exception):
             for entry in group:
                 if not entry.future.done():
-                    entry.future.set_exception(exc)
+                    entry.future.set_exception(outcome)
             return
         start = 0
         for entry in group:
             end = start + len(entry.rows)
             if not entry.future.done():  # a request cancelled while its group ran just misses out
-                entry.future.set_result(results[start:end])
+                entry.future.set_result(outcome[start:end])
             start = end

@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 import tokenizers
 
-from service.encoders.onnx import pad_batch
+from service.encoders.onnx import DEFAULT_DISABLED_OPTIMIZERS, pad_batch
 
 GEMM_SHAPES = ((2048, 2048, 2048), (384, 384, 1536), (384, 1536, 384))
 
@@ -69,7 +69,12 @@ def _session(model_path: Path, threads: int) -> ort.InferenceSession:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
-    return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(model_path),
+        sess_options=options,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(DEFAULT_DISABLED_OPTIMIZERS),
+    )
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:

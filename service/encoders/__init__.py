@@ -8,14 +8,20 @@ per group.
 from __future__ import annotations
 
 from service.encoders.base import Encoder, Tokenizer, tokenizer_key
-from service.encoders.onnx import Device, OnnxEncoder
+from service.encoders.onnx import DEFAULT_DISABLED_OPTIMIZERS, Bucketing, Device, OnnxEncoder
 from service.repository import Repository
 
 __all__ = ["Encoder", "OnnxEncoder", "Tokenizer", "load_encoders"]
 
 
 def load_encoders(
-    repo: Repository, device: Device = "auto", threads: int = 0, spinning: bool = False, padding_slack: float = 0.25
+    repo: Repository,
+    device: Device = "auto",
+    threads: int = 0,
+    spinning: bool = False,
+    padding_slack: float = 0.25,
+    bucketing: Bucketing = "cost",
+    disabled_optimizers: tuple[str, ...] = DEFAULT_DISABLED_OPTIMIZERS,
 ) -> list[Encoder]:
     """Every member of `repo` as an ONNX encoder, in ensemble order, tokenizers shared by key."""
     shared: dict[str, Tokenizer] = {}
@@ -36,6 +42,8 @@ def load_encoders(
                 tokenizer=tokenizer,
                 spinning=spinning,
                 padding_slack=padding_slack,
+                bucketing=bucketing,
+                disabled_optimizers=disabled_optimizers,
             )
         )
     return encoders

@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.encoders.base import Tokenizer
+from service.encoders.call_cost import DEFAULT_CALL_COST, CallCost, calibrate, cost_buckets
 from service.errors import StartupError
 from service.repository import Member
 
@@ -28,6 +29,10 @@ SPIN_INTER = "session.inter_op.allow_spinning"
 WARMUP_TEXTS = ["warm-up", "a somewhat longer warm-up sentence, so that padding is exercised too"]
 
 Device = Literal["auto", "cpu", "cuda"]
+Bucketing = Literal["cost", "slack", "none"]
+# onnxruntime's fused SkipLayerNormalization kernel ran slower on this CPU than the LayerNormalization plus
+# Add it replaces (bare loop, mE5-small, 2 cores: 275 -> 303-314 sentences/s without it; PERFORMANCE.md).
+DEFAULT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
 def choose_providers(device: Device, where: Path) -> list[str]:
@@ -122,9 +127,13 @@ class OnnxEncoder:
         tokenizer: Tokenizer | None = None,
         spinning: bool = False,
         padding_slack: float = 0.25,
+        bucketing: Bucketing = "cost",
+        disabled_optimizers: tuple[str, ...] = DEFAULT_DISABLED_OPTIMIZERS,
     ) -> None:
         """`spinning` lets idle pool threads spin-wait for work: lower latency per call, but on a small
-        machine they burn the cores the event loop and the other members need (see Settings.ort_spinning)."""
+        machine they burn the cores the event loop and the other members need (see Settings.ort_spinning).
+        `bucketing` says how a batch is cut into session calls: by predicted run time (`cost`, calibrated
+        at warm-up), by a padding bound (`slack`, see `length_buckets`) or not at all (`none`)."""
         spec = member.spec
         self.name = spec.name
         self.dim = spec.dim
@@ -135,6 +144,9 @@ class OnnxEncoder:
         self._device = device
         self._intra_op_threads = intra_op_threads
         self._padding_slack = padding_slack
+        self._bucketing: Bucketing = bucketing
+        self._disabled_optimizers = tuple(disabled_optimizers)
+        self.call_cost: CallCost = DEFAULT_CALL_COST
         providers = choose_providers(device, self.path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -147,7 +159,12 @@ class OnnxEncoder:
             options.add_session_config_entry(entry, "1" if spinning else "0")
         options.log_severity_level = 3  # errors only: optimiser notices are not operator news
         try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+            self._session = ort.InferenceSession(
+                str(self.path),
+                sess_options=options,
+                providers=providers,
+                disabled_optimizers=list(self._disabled_optimizers),
+            )
         except Exception as exc:  # onnxruntime's pybind errors share no useful base class
             raise StartupError(f"{self.path}: onnxruntime cannot load the model ({exc})") from None
         if device == "cuda" and CUDA not in self._session.get_providers():
@@ -158,16 +175,24 @@ class OnnxEncoder:
         check_contract(self._session, self.dim, self.path)
 
     def forward(self, ids: list[list[int]]) -> np.ndarray:
-        """Embeddings of a batch, run as length buckets (see `length_buckets`) and put back in order."""
+        """Embeddings of a batch, run as groups of similar length (see `bucketing`) and put back in order."""
         if not ids:
             return np.zeros((0, self.dim), dtype=np.float32)
-        groups = length_buckets([len(row) for row in ids], self._padding_slack)
+        groups = self.buckets([len(row) for row in ids])
         if len(groups) == 1:
             return self._run(ids)
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         for rows in groups:
             out[rows] = self._run([ids[i] for i in rows])
         return out
+
+    def buckets(self, lengths: list[int]) -> list[list[int]]:
+        """How a batch of rows with these token counts is cut into session calls."""
+        if self._bucketing == "cost":
+            return cost_buckets(lengths, self.call_cost)
+        if self._bucketing == "slack":
+            return length_buckets(lengths, self._padding_slack)
+        return [list(range(len(lengths)))] if lengths else []
 
     def _run(self, ids: list[list[int]]) -> np.ndarray:
         input_ids, mask = pad_batch(ids, self.tokenizer.pad_id)
@@ -183,6 +208,15 @@ class OnnxEncoder:
             )
         if not np.isfinite(out).all():
             raise StartupError(f"{self.path}: warm-up output has NaN or inf values")
+        if self._bucketing == "cost":
+            self.call_cost = calibrate(self._timed_call)
+
+    def _timed_call(self, rows: int, length: int) -> None:
+        """One call of `rows` real-token rows of `length` tokens (the calibration's probe)."""
+        length = min(length, self.tokenizer.max_length)
+        seed = [t for row in self.tokenizer.encode(WARMUP_TEXTS) for t in row]
+        row = (seed * (length // len(seed) + 1))[:length]
+        self._run([row] * rows)
 
     @property
     def spinning(self) -> bool:
@@ -200,7 +234,10 @@ class OnnxEncoder:
             "intra_op_threads": self._intra_op_threads,
             "inter_op_threads": 1,
             "ort_spinning": self.spinning,
+            "bucketing": self._bucketing,
             "padding_slack": self._padding_slack,
+            "call_cost_s": self.call_cost.as_dict(),
+            "disabled_optimizers": list(self._disabled_optimizers),
             "model": str(self.path),
             "max_length": self.tokenizer.max_length,
             "tokenizer_key": self.tokenizer.key,

@@ -225,3 +225,31 @@ def test_not_running_and_stopping_answer_unavailable() -> None:
             await batcher.submit(["c"])
 
     run(main())
+
+
+def test_next_batch_starts_on_the_slot_before_results_are_delivered() -> None:
+    """The worker must not idle while the event loop hands a finished batch's results to its callers."""
+    recorder = Recorder()
+
+    async def main() -> None:
+        batcher = make(recorder, max_wait_ms=0)
+        await batcher.start()
+        recorder.gate.clear()
+
+        async def first_caller() -> tuple[list[str], int]:
+            out = await batcher.submit(["a"])
+            return out, batcher.queued  # read in the very step the result arrives in
+
+        first = asyncio.create_task(first_caller())
+        await wait_until(recorder.started.is_set)
+        second = asyncio.create_task(batcher.submit(["b"]))
+        await wait_until(lambda: batcher.queued == 1)
+        recorder.gate.set()
+        # when the first caller resumes, "b" has already left the queue for the worker: the dispatcher
+        # would only have taken it in a later loop iteration, after the first slot was given back
+        assert await first == (["A"], 0)
+        assert await second == ["B"]
+        assert recorder.batches == [["a"], ["b"]]
+        await batcher.stop()
+
+    run(main())

@@ -35,10 +35,11 @@ def test_every_row_once_and_padding_bounded_beyond_the_minimum_group(seed: int) 
 
 def test_bucketed_forward_equals_one_padded_call(tiny_repo: Path) -> None:
     member = load_repository(tiny_repo).members[0]
-    bucketed = OnnxEncoder(member, device="cpu", padding_slack=0.0)
-    whole = OnnxEncoder(member, device="cpu", padding_slack=1000.0, tokenizer=bucketed.tokenizer)
+    bucketed = OnnxEncoder(member, device="cpu", padding_slack=0.0, bucketing="slack")
+    whole = OnnxEncoder(member, device="cpu", bucketing="none", tokenizer=bucketed.tokenizer)
     texts = ["a", "short one", "x " * 60, "a much longer sentence " * 5, "mid length text here"] * 4
     ids = bucketed.tokenizer.encode(texts)
     assert len(length_buckets([len(r) for r in ids], 0.0)) > 1  # the case really splits
     np.testing.assert_allclose(bucketed.forward(ids), whole.forward(ids), atol=1e-5)
     assert bucketed.describe()["padding_slack"] == 0.0
+    assert whole.buckets([3, 9, 4]) == [[0, 1, 2]]

@@ -45,6 +45,20 @@ def parse(*argv: str) -> Settings:
     return settings_from_args(build_parser().parse_args(["serve", *argv]))
 
 
+def test_disabled_optimizers_flag_reaches_every_member_and_embeddings_stay_put(tiny_repo: Path) -> None:
+    assert parse().disabled_optimizers == ("SkipLayerNormFusion",)
+    assert parse("--ort-disabled-optimizers", "A, B,").disabled_optimizers == ("A", "B")
+    assert parse("--ort-disabled-optimizers", "").disabled_optimizers == ()
+    repo = load_repository(tiny_repo)
+    texts = ["Hello world.", "Wo ist der Bahnhof? " * 3]
+    outs = []
+    for disabled in ((), ("SkipLayerNormFusion",)):
+        encoders = load_encoders(repo, device="cpu", threads=1, disabled_optimizers=disabled)
+        assert [e.describe()["disabled_optimizers"] for e in encoders] == [list(disabled)] * len(encoders)
+        outs.append(encoders[0].forward(encoders[0].tokenizer.encode(texts)))
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
+
+
 def test_flags_are_listed_in_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--help"])
