@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from export.graph_fusion import fuse_gelu
 from service.encoders.onnx import pad_batch
 from service.repository import MemberSpec, sha256_file, write_json_atomic
 
@@ -166,8 +167,11 @@ def export_member(
     parity_texts: list[str] | None = None,
     tolerance: float = 1e-4,
     training: dict[str, Any] | None = None,
+    fuse: bool = True,
 ) -> MemberSpec:
     """Export `checkpoint` (an HF encoder folder) as member `name` of the repository at `out_dir`.
+
+    `fuse` rewrites the graph's GELU into fused nodes (export/graph_fusion.py) before parity is checked.
 
     The member is built in a staging folder and moved into `members/<name>` only after parity passed, so a
     failed export never leaves a half-valid member behind. Parity compares onnxruntime against the *uncut*
@@ -199,6 +203,11 @@ def export_member(
         onnx_path = staging / "model.onnx"
         example = (batches[0][0][:2], batches[0][1][:2])
         _export_graph(PooledEncoder(model, normalize).eval(), example, onnx_path)
+        fusions = (
+            fuse_gelu(onnx_path, int(model.config.num_attention_heads), int(model.config.hidden_size))
+            if fuse
+            else {}
+        )
         max_diff, dim = _parity(onnx_path, batches, reference, name)
         if max_diff > tolerance:
             raise ExportParityError(
@@ -219,6 +228,7 @@ def export_member(
             text_prefix=text_prefix,
             parity_max_abs_diff=max_diff,
             training=dict(training or {}),
+            graph_fusions=fusions,
         )
         write_json_atomic(staging / "member.json", spec.to_json())
     return spec

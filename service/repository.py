@@ -70,6 +70,8 @@ class MemberSpec:
     scores: dict[str, Any] = field(default_factory=dict)
     # set only on members made by `python -m export quantize`: mode, source member and its sha256, parity
     quantization: dict[str, Any] = field(default_factory=dict)
+    # fused node counts written at export (export/graph_fusion.py), e.g. {"BiasGelu": 12}
+    graph_fusions: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

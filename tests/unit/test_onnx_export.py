@@ -109,6 +109,19 @@ def test_padding_does_not_change_an_embedding(exported: Path, tiny_checkpoint: P
         np.testing.assert_allclose(_run(session, alone_ids, alone_mask)[0], batched[row], atol=1e-5)
 
 
+def test_gelu_is_fused_into_one_node_per_layer_and_parity_holds(exported: Path, tiny_checkpoint: Path) -> None:
+    graph = onnx.load(str(exported / "members" / "full" / "model.onnx")).graph
+    ops = [node.op_type for node in graph.node]
+    assert "Erf" not in ops  # the five-node GELU is gone...
+    assert ops.count("BiasGelu") == 2  # ...one fused node per layer of the 2-layer model, as member.json says
+    assert _member_json(exported, "full")["graph_fusions"] == {"BiasGelu": 2}
+    assert _member_json(exported, "cut1")["graph_fusions"] == {"BiasGelu": 1}
+    ids, mask = _encode(tiny_checkpoint, TEXTS)
+    want = _torch_pooled(tiny_checkpoint, ids, mask, layer=2)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(_run(_session(exported, "full"), ids, mask), want, atol=1e-5)
+
+
 def test_cut_graph_is_smaller_and_equals_hidden_state_one(exported: Path, tiny_checkpoint: Path) -> None:
     full = onnx.load(str(exported / "members" / "full" / "model.onnx")).graph
     cut = onnx.load(str(exported / "members" / "cut1" / "model.onnx")).graph
