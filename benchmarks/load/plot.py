@@ -82,3 +82,41 @@ def plot_latency_throughput(paths: list[Path], out: Path, texts_per_request: int
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def plot_recall(path: Path, out: Path) -> Path:
+    """Recall@10 against search time per query for each index kind of a `recall` scenario file."""
+    record = json.loads(path.read_text(encoding="utf-8"))
+    points = record.get("points", [])
+    if not points:
+        raise ValueError(f"no recall points in {path}")
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for kind in ("flat", "ivf", "hnsw"):
+        mine = [p for p in points if p["kind"] == kind]
+        if not mine:
+            continue
+        line = ax.plot([p["ms_per_query"] for p in mine], [p["recall_at_10"] for p in mine], "o-", label=kind)[0]
+        knob = "nprobe" if kind == "ivf" else "ef_search"
+        for p in mine:
+            if knob in p:
+                ax.annotate(
+                    f"{knob} {p[knob]}",
+                    (p["ms_per_query"], p["recall_at_10"]),
+                    fontsize=7,
+                    color=line.get_color(),
+                    textcoords="offset points",
+                    xytext=(4, -10),
+                )
+    ax.set(
+        xlabel="search time per single-query call (ms, log)",
+        ylabel="recall@10 against exact search",
+        xscale="log",
+        title=f"{record['n']:,} real sentence vectors, {record['queries']} held-out queries",
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

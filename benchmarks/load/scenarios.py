@@ -557,6 +557,13 @@ def scenario_fixes(setup: Setup) -> dict[str, Any]:
     return run_fixes(setup)
 
 
+def scenario_recall(setup: Setup) -> dict[str, Any]:
+    """IVF and HNSW recall@10 and search time on 100k real sentence vectors (benchmarks/load/real_index.py)."""
+    from benchmarks.load.real_index import scenario_recall as run_recall
+
+    return run_recall(setup, cache_dir=setup.work / "embed-cache")
+
+
 SCENARIOS: dict[str, Callable[[Setup], dict[str, Any]]] = {
     "peers": scenario_peers,
     "concurrency": scenario_concurrency,
@@ -564,6 +571,7 @@ SCENARIOS: dict[str, Callable[[Setup], dict[str, Any]]] = {
     "cache": scenario_cache,
     "index": scenario_index,
     "fixes": scenario_fixes,
+    "recall": scenario_recall,
 }
 
 
