@@ -72,15 +72,20 @@ def split_corpus(
     return indexed, held_out
 
 
+def open_index(directory: Path, repo: Path, params: IndexParams) -> SentenceIndex:
+    """The service's index at `directory` for `repo`'s fingerprint and dim, built or searched with `params`."""
+    repository = load_repository(repo)
+    return SentenceIndex.open(
+        directory, dim=repository.ensemble.dim, fingerprint=repository.fingerprint, params=params
+    )
+
+
 def _build(
     directory: Path, repo: Path, params: IndexParams, indexed: list[tuple[str, str]], vectors: np.ndarray
 ) -> float:
     if directory.exists():
         shutil.rmtree(directory)
-    repository = load_repository(repo)
-    index = SentenceIndex.open(
-        directory, dim=repository.ensemble.dim, fingerprint=repository.fingerprint, params=params
-    )
+    index = open_index(directory, repo, params)
     started = time.perf_counter()
     try:
         for start in range(0, len(indexed), ADD_CHUNK):
@@ -95,10 +100,7 @@ def _build(
 
 def _search(directory: Path, repo: Path, params: IndexParams, queries: np.ndarray) -> dict[str, Any]:
     """Top-K ids per query, ms per single-query call, and queries/s at 64 per call."""
-    repository = load_repository(repo)
-    index = SentenceIndex.open(
-        directory, dim=repository.ensemble.dim, fingerprint=repository.fingerprint, params=params
-    )
+    index = open_index(directory, repo, params)
     try:
         ids: list[list[str]] = []
         started = time.perf_counter()
