@@ -136,7 +136,7 @@ def test_fixes_scenario_compares_every_variant_and_the_int8_member(
     record = json.loads(run_scenario("fixes", setup, tmp_path / "out").read_text(encoding="utf-8"))
     assert record["infinity_problem"].startswith("peers' python not found")
     systems = {(r["system"], r["concurrency"], r["texts_per_request"]) for r in record["runs"]}
-    variants = ["xret-before", "xret-no-spin", "xret-default", "xret-threads1-c2", "xret-int8"]
+    variants = [f"xret-{name}" for name in ("before", "no-spin", "slack", "no-sln", "default", "threads1-c2", "int8")]
     assert systems == {(v, c, n) for v in variants for c, n in ((32, 1), (4, 32), (1, 32))}
     assert all(r["ok"] > 0 and not r["errors"] for r in record["runs"])
     assert set(record["ceiling"]) == {"fp32", "int8"} and all(v > 0 for v in record["ceiling"].values())
