@@ -214,6 +214,11 @@ class Trainer:
             indices.append(int(self._permutations[epoch][position]))
         return indices
 
+    def probe_batch_indices(self, step: int) -> list[int]:
+        """Training examples of probe step `step`: the joint phase's stream (a probe is shorter than an epoch
+        or revisits cached states, so sharing the stream costs nothing)."""
+        return self.batch_indices(step)
+
     def batch(self, indices: list[int]) -> Batch:
         return collate(self.task.kind, [self.examples[i] for i in indices], self.pad_id).to(self.runtime.device)
 
@@ -315,7 +320,7 @@ class Trainer:
         bar = tqdm(total=total, initial=self.probe_step, desc=f"probe {self.config.task}", disable=not self.progress)
         try:
             while self.probe_step < total:
-                indices = self.batch_indices(self.probe_step)
+                indices = self.probe_batch_indices(self.probe_step)
                 self._cache_states(cache, [i for i in dict.fromkeys(indices) if i not in cache])
                 batch = self.batch(indices)
                 hidden = [

@@ -31,6 +31,7 @@ from export.train.loop import Trainer
 TASK_INDEX = "task_index"
 MEAN = "mean"
 _SCHEDULE_STREAM = 7919  # separates the task-choice RNG stream from the data-order streams
+_PROBE_SCHEDULE_STREAM = 7927  # and the probe's task choices from the joint phase's
 
 
 class MultiHead(TaskHead):
@@ -94,6 +95,10 @@ class MultiTaskTrainer(Trainer):
         probabilities = task_probabilities([len(e) for e in self.task_examples], config.multi_sampling)
         rng = np.random.default_rng([config.seed, _SCHEDULE_STREAM])
         self.schedule = rng.choice(len(self.tasks), size=config.steps, p=probabilities)
+        # the head-only probe draws its tasks from a stream of its own, so adding a probe leaves the joint
+        # phase's schedule (and a run without a probe) exactly as it was
+        probe_rng = np.random.default_rng([config.seed, _PROBE_SCHEDULE_STREAM])
+        self.probe_schedule = probe_rng.choice(len(self.tasks), size=config.probe_steps, p=probabilities)
         self.probabilities = probabilities
 
     def _task_examples(self, task: TaskData[Any], records: list[Any], max_length: int) -> list[Example]:
@@ -103,8 +108,15 @@ class MultiTaskTrainer(Trainer):
 
     def batch_indices(self, step: int) -> list[int]:
         """Global indices of step's batch: all from the task the schedule drew for this step."""
-        k = int(self.schedule[step])
-        occurrence = int(np.count_nonzero(self.schedule[:step] == k))
+        return self._scheduled_indices(self.schedule, step)
+
+    def probe_batch_indices(self, step: int) -> list[int]:
+        """The probe's batches: one task per step from the probe schedule, each head fits its own task."""
+        return self._scheduled_indices(self.probe_schedule, step)
+
+    def _scheduled_indices(self, schedule: np.ndarray, step: int) -> list[int]:
+        k = int(schedule[step])
+        occurrence = int(np.count_nonzero(schedule[:step] == k))
         size, n = self.config.batch_size, len(self.task_examples[k])
         indices = []
         for position in range(occurrence * size, (occurrence + 1) * size):

@@ -228,6 +228,45 @@ def test_multi_task_training_lowers_every_tasks_loss(tiny_checkpoint: Path) -> N
     assert scores["mean"] == pytest.approx(np.mean([scores["upos_accuracy"], scores["deps_las"]]))
 
 
+def test_multi_task_probe_fits_every_head_and_leaves_the_joint_schedule_alone(tiny_checkpoint: Path) -> None:
+    tasks = []
+    for name in ("upos", "deps"):
+        task = load_task(name, DATA)
+        tasks.append(dataclasses.replace(task, train=task.train[:24], dev=task.dev[:8], test=task.test[:8]))
+    src, tgt = load_retrieval_dev(DATA, ["de"])["de"]
+    knobs: dict[str, Any] = dict(
+        task="multi",
+        multi_tasks=("upos", "deps"),
+        multi_sampling="uniform",
+        steps=6,
+        batch_size=8,
+        max_length=32,
+        warmup=0.0,
+        lr_encoder=1e-3,
+        lr_head=1e-2,
+        eval_every=1000,
+        eval_task_sample=8,
+        eval_retrieval_sample=8,
+        dev_retrieval_langs=("de",),
+        eval_full_base=False,
+    )
+    retrieval = {"de": (src[:8], tgt[:8])}
+    plain = MultiTaskTrainer(TrainConfig(**knobs), tiny_checkpoint, tasks, retrieval, progress=False)
+    probed = MultiTaskTrainer(TrainConfig(**knobs, probe_steps=30), tiny_checkpoint, tasks, retrieval, progress=False)
+    assert probed.schedule.tolist() == plain.schedule.tolist()  # the probe has a task stream of its own
+    assert len(probed.probe_schedule) == 30 and set(probed.probe_schedule.tolist()) == {0, 1}
+    for step in range(30):  # a probe batch holds one task, the one its schedule drew
+        assert {probed.task_of(i) for i in probed.probe_batch_indices(step)} == {int(probed.probe_schedule[step])}
+    losses = [[int(probed.offsets[k]) + i for i in range(16)] for k in range(2)]
+    before = [probed.eval_losses(p)[0] for p in losses]
+    encoder = {k: v.detach().clone() for k, v in probed.encoder.state_dict().items()}
+    probed.probe()
+    after = [probed.eval_losses(p)[0] for p in losses]
+    for name, b, a in zip(knobs["multi_tasks"], before, after, strict=True):
+        assert a < 0.9 * b, f"probe {name}: loss {b:.4f} -> {a:.4f}"
+    assert all(torch.equal(v, probed.encoder.state_dict()[k]) for k, v in encoder.items())
+
+
 def test_only_trains_the_named_tasks_and_a_full_run_then_skips_them(
     built: tuple[Path, StepLog], tmp_path: Path
 ) -> None:
