@@ -190,17 +190,17 @@ def test_cli_reports_a_bad_config_without_a_traceback(tmp_path: Path, capsys: py
 # --- the multi task ----------------------------------------------------------------------------------------
 
 
-def test_multi_task_training_lowers_every_tasks_loss(tiny_checkpoint: Path) -> None:
+def multi_trainer(checkpoint: Path, n_train: int, **overrides: Any) -> MultiTaskTrainer:
+    """A two-task (upos, deps) trainer on small slices of the real data, with fast settings."""
     tasks = []
     for name in ("upos", "deps"):
         task = load_task(name, DATA)
-        tasks.append(dataclasses.replace(task, train=task.train[:32], dev=task.dev[:8], test=task.test[:8]))
+        tasks.append(dataclasses.replace(task, train=task.train[:n_train], dev=task.dev[:8], test=task.test[:8]))
     src, tgt = load_retrieval_dev(DATA, ["de"])["de"]
-    config = TrainConfig(
+    knobs: dict[str, Any] = dict(
         task="multi",
         multi_tasks=("upos", "deps"),
         multi_sampling="uniform",
-        steps=16,
         batch_size=8,
         max_length=32,
         warmup=0.0,
@@ -212,7 +212,13 @@ def test_multi_task_training_lowers_every_tasks_loss(tiny_checkpoint: Path) -> N
         dev_retrieval_langs=("de",),
         eval_full_base=False,
     )
-    trainer = MultiTaskTrainer(config, tiny_checkpoint, tasks, {"de": (src[:8], tgt[:8])}, progress=False)
+    knobs.update(overrides)
+    return MultiTaskTrainer(TrainConfig(**knobs), checkpoint, tasks, {"de": (src[:8], tgt[:8])}, progress=False)
+
+
+def test_multi_task_training_lowers_every_tasks_loss(tiny_checkpoint: Path) -> None:
+    trainer = multi_trainer(tiny_checkpoint, 32, steps=16)
+    config = trainer.config
     assert set(trainer.schedule.tolist()) == {0, 1}  # every task gets steps
     for step in range(3):  # a batch never mixes tasks, and it is the task the schedule drew
         assert {trainer.task_of(i) for i in trainer.batch_indices(step)} == {int(trainer.schedule[step])}
@@ -229,30 +235,8 @@ def test_multi_task_training_lowers_every_tasks_loss(tiny_checkpoint: Path) -> N
 
 
 def test_multi_task_probe_fits_every_head_and_leaves_the_joint_schedule_alone(tiny_checkpoint: Path) -> None:
-    tasks = []
-    for name in ("upos", "deps"):
-        task = load_task(name, DATA)
-        tasks.append(dataclasses.replace(task, train=task.train[:24], dev=task.dev[:8], test=task.test[:8]))
-    src, tgt = load_retrieval_dev(DATA, ["de"])["de"]
-    knobs: dict[str, Any] = dict(
-        task="multi",
-        multi_tasks=("upos", "deps"),
-        multi_sampling="uniform",
-        steps=6,
-        batch_size=8,
-        max_length=32,
-        warmup=0.0,
-        lr_encoder=1e-3,
-        lr_head=1e-2,
-        eval_every=1000,
-        eval_task_sample=8,
-        eval_retrieval_sample=8,
-        dev_retrieval_langs=("de",),
-        eval_full_base=False,
-    )
-    retrieval = {"de": (src[:8], tgt[:8])}
-    plain = MultiTaskTrainer(TrainConfig(**knobs), tiny_checkpoint, tasks, retrieval, progress=False)
-    probed = MultiTaskTrainer(TrainConfig(**knobs, probe_steps=30), tiny_checkpoint, tasks, retrieval, progress=False)
+    plain = multi_trainer(tiny_checkpoint, 24, steps=6)
+    probed = multi_trainer(tiny_checkpoint, 24, steps=6, probe_steps=30)
     assert probed.schedule.tolist() == plain.schedule.tolist()  # the probe has a task stream of its own
     assert len(probed.probe_schedule) == 30 and set(probed.probe_schedule.tolist()) == {0, 1}
     for step in range(30):  # a probe batch holds one task, the one its schedule drew
@@ -262,7 +246,7 @@ def test_multi_task_probe_fits_every_head_and_leaves_the_joint_schedule_alone(ti
     encoder = {k: v.detach().clone() for k, v in probed.encoder.state_dict().items()}
     probed.probe()
     after = [probed.eval_losses(p)[0] for p in losses]
-    for name, b, a in zip(knobs["multi_tasks"], before, after, strict=True):
+    for name, b, a in zip(probed.config.multi_tasks, before, after, strict=True):
         assert a < 0.9 * b, f"probe {name}: loss {b:.4f} -> {a:.4f}"
     assert all(torch.equal(v, probed.encoder.state_dict()[k]) for k, v in encoder.items())
 
