@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 import tokenizers
 
-from service.encoders.onnx import DEFAULT_DISABLED_OPTIMIZERS, pad_batch
+from service.encoders.onnx import make_session, pad_batch
 
 GEMM_SHAPES = ((2048, 2048, 2048), (384, 384, 1536), (384, 1536, 384))
 
@@ -62,19 +62,9 @@ def graph_flops(model_path: Path) -> tuple[int, int, int]:
 
 
 def _session(model_path: Path, threads: int) -> ort.InferenceSession:
-    """Options as service/encoders/onnx.py sets them, so the ceiling is for the same runtime setup."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(
-        str(model_path),
-        sess_options=options,
-        providers=["CPUExecutionProvider"],
-        disabled_optimizers=list(DEFAULT_DISABLED_OPTIMIZERS),
-    )
+    """The service's own session options (`make_session`), so the ceiling is for the same runtime setup;
+    idle threads may spin (onnxruntime's default), as a bare loop with the machine to itself would let them."""
+    return make_session(model_path, ["CPUExecutionProvider"], threads, spinning=True)
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:

@@ -116,6 +116,28 @@ def length_buckets(lengths: list[int], slack: float, min_rows: int = MIN_BUCKET_
     return groups
 
 
+def make_session(
+    path: Path,
+    providers: list[str],
+    intra_op_threads: int,
+    spinning: bool,
+    disabled_optimizers: tuple[str, ...] = DEFAULT_DISABLED_OPTIMIZERS,
+) -> ort.InferenceSession:
+    """The service's session for a member graph (also what the load benchmark's ceiling runs, so the
+    ceiling is measured with the very options the service uses); onnxruntime's errors pass through."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1  # members already run in parallel threads; nested pools oversubscribe
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    for entry in (SPIN_INTRA, SPIN_INTER):  # onnxruntime spins unless told not to
+        options.add_session_config_entry(entry, "1" if spinning else "0")
+    options.log_severity_level = 3  # errors only: optimiser notices are not operator news
+    return ort.InferenceSession(
+        str(path), sess_options=options, providers=providers, disabled_optimizers=list(disabled_optimizers)
+    )
+
+
 class OnnxEncoder:
     """A repository member served by ONNX Runtime; `tokenizer` is passed in to be shared by members."""
 
@@ -148,22 +170,9 @@ class OnnxEncoder:
         self._disabled_optimizers = tuple(disabled_optimizers)
         self.call_cost: CallCost = DEFAULT_CALL_COST
         providers = choose_providers(device, self.path)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = (
-            1  # members already run in parallel threads; nested pools oversubscribe
-        )
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        for entry in (SPIN_INTRA, SPIN_INTER):  # onnxruntime spins unless told not to
-            options.add_session_config_entry(entry, "1" if spinning else "0")
-        options.log_severity_level = 3  # errors only: optimiser notices are not operator news
         try:
-            self._session = ort.InferenceSession(
-                str(self.path),
-                sess_options=options,
-                providers=providers,
-                disabled_optimizers=list(self._disabled_optimizers),
+            self._session = make_session(
+                self.path, providers, intra_op_threads, spinning, self._disabled_optimizers
             )
         except Exception as exc:  # onnxruntime's pybind errors share no useful base class
             raise StartupError(f"{self.path}: onnxruntime cannot load the model ({exc})") from None
@@ -209,14 +218,14 @@ class OnnxEncoder:
         if not np.isfinite(out).all():
             raise StartupError(f"{self.path}: warm-up output has NaN or inf values")
         if self._bucketing == "cost":
-            self.call_cost = calibrate(self._timed_call)
+            seed = [t for row in self.tokenizer.encode(WARMUP_TEXTS) for t in row]
 
-    def _timed_call(self, rows: int, length: int) -> None:
-        """One call of `rows` real-token rows of `length` tokens (the calibration's probe)."""
-        length = min(length, self.tokenizer.max_length)
-        seed = [t for row in self.tokenizer.encode(WARMUP_TEXTS) for t in row]
-        row = (seed * (length // len(seed) + 1))[:length]
-        self._run([row] * rows)
+            def timed_call(rows: int, length: int) -> None:
+                """One call of `rows` real-token rows of `length` tokens (the calibration's probe)."""
+                length = min(length, self.tokenizer.max_length)
+                self._run([(seed * (length // len(seed) + 1))[:length]] * rows)
+
+            self.call_cost = calibrate(timed_call)
 
     @property
     def spinning(self) -> bool:
