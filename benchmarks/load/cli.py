@@ -20,7 +20,7 @@ from typing import Any
 
 from benchmarks.load.runner import LoadSpec, Mode, run_load
 from benchmarks.load.scenarios import SCENARIOS, Setup, host_facts, iter_scenarios, run_scenario
-from benchmarks.load.targets import TARGET_KINDS, make_target
+from benchmarks.load.targets import DEFAULT_HTTP_CLIENT, HTTP_CLIENTS, TARGET_KINDS, make_target
 from benchmarks.load.texts import DEFAULT_TATOEBA, TextStream, load_sentences
 
 RESULTS = Path("results/load")
@@ -69,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--tatoeba", type=Path, default=DEFAULT_TATOEBA)
     run.add_argument("--no-metrics", action="store_true", help="do not scrape URL/metrics")
     run.add_argument("--out", type=Path, default=None, help="JSON file (default results/load/run-<time>.json)")
+    run.add_argument("--http-client", choices=HTTP_CLIENTS, default=DEFAULT_HTTP_CLIENT, help="REST client library")
 
     scenario = sub.add_parser("scenario", help="start servers and run scenarios of issue 5")
     scenario.add_argument("names", nargs="+", choices=[*SCENARIOS, "all"])
@@ -98,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scenario.add_argument("--recall-queries", type=int, default=defaults.recall_queries)
     scenario.add_argument("--out-dir", type=Path, default=RESULTS)
     scenario.add_argument("--plot", action="store_true", help="also write <name>.png next to each JSON")
+    scenario.add_argument(
+        "--http-client", choices=HTTP_CLIENTS, default=defaults.http_client, help="REST client of the load generator"
+    )
 
     ceiling = sub.add_parser("ceiling", help="bare onnxruntime throughput and the CPU's GEMM rate")
     ceiling.add_argument("--repo", type=Path, default=defaults.repo)
@@ -140,6 +144,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             model=args.model,
             path=args.path,
             text_prefix=args.prefix,
+            http_client=args.http_client,
         )
         stream = TextStream(texts, args.texts_per_request)
         record = asyncio.run(run_load(target, stream, spec, None if args.no_metrics else args.url))
@@ -176,6 +181,7 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
         open_shares=args.open_shares,
         index_sizes=args.index_sizes,
         recall_queries=args.recall_queries,
+        http_client=args.http_client,
     )
     for name in iter_scenarios(args.names):
         path = run_scenario(name, setup, args.out_dir)

@@ -29,7 +29,7 @@ from benchmarks.load.ceiling import gemm_rate, ort_ceiling
 from benchmarks.load.processes import Endpoint, infinity_server, xret_server
 from benchmarks.load.runner import LoadSpec, run_load
 from benchmarks.load.synthetic import build_synthetic_index, ivf_nlist_for
-from benchmarks.load.targets import Target, make_target
+from benchmarks.load.targets import DEFAULT_HTTP_CLIENT, Target, make_target
 from benchmarks.load.texts import DEFAULT_TATOEBA, TextStream, load_sentences
 from service.index import IndexParams
 from service.repository import load_repository
@@ -71,6 +71,7 @@ class Setup:
     open_shares: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 0.9, 1.1])
     index_sizes: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000])
     recall_queries: int = 200
+    http_client: str = DEFAULT_HTTP_CLIENT  # REST client library of the load generator (targets.HTTP_CLIENTS)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -260,7 +261,7 @@ def scenario_peers(setup: Setup) -> dict[str, Any]:
         for concurrency, per_request in PEER_CONFIGS:
             runs.append(
                 measure(
-                    make_target("rest-embed", name="xret-rest", url=xret.rest),
+                    make_target("rest-embed", name="xret-rest", url=xret.rest, http_client=setup.http_client),
                     texts,
                     per_request,
                     closed(concurrency, setup),
@@ -279,7 +280,14 @@ def scenario_peers(setup: Setup) -> dict[str, Any]:
                 )
             )
             if infinity is not None:
-                target = make_target("openai-embed", name="infinity", url=infinity.rest, model=".", text_prefix=prefix)
+                target = make_target(
+                    "openai-embed",
+                    name="infinity",
+                    url=infinity.rest,
+                    model=".",
+                    text_prefix=prefix,
+                    http_client=setup.http_client,
+                )
                 runs.append(measure(target, texts, per_request, closed(concurrency, setup), setup, infinity))
     after = baselines()
     ceiling = _mean([before["ceiling"]["sorted"]["sentences_per_s"], after["ceiling"]["sorted"]["sentences_per_s"]])
@@ -379,9 +387,17 @@ def scenario_concurrency(setup: Setup) -> dict[str, Any]:
                 infinity_server(setup.infinity_bin, setup.peer_model, setup.work / "logs" / "infinity.log")
             )
         targets: list[tuple[Callable[[], Target], Endpoint]] = [
-            (lambda: make_target("rest-embed", name="xret-rest-embed", url=xret.rest), xret),
+            (
+                lambda: make_target("rest-embed", name="xret-rest-embed", url=xret.rest, http_client=setup.http_client),
+                xret,
+            ),
             (lambda: make_target("grpc-embed", name="xret-grpc-embed", grpc_target=xret.grpc), xret),
-            (lambda: make_target("rest-search", name="xret-rest-search", url=xret.rest), xret),
+            (
+                lambda: make_target(
+                    "rest-search", name="xret-rest-search", url=xret.rest, http_client=setup.http_client
+                ),
+                xret,
+            ),
             (lambda: make_target("grpc-search", name="xret-grpc-search", grpc_target=xret.grpc), xret),
         ]
         if infinity is not None:
@@ -389,7 +405,12 @@ def scenario_concurrency(setup: Setup) -> dict[str, Any]:
             targets.append(
                 (
                     lambda: make_target(
-                        "openai-embed", name="infinity-embed", url=inf.rest, model=".", text_prefix=prefix
+                        "openai-embed",
+                        name="infinity-embed",
+                        url=inf.rest,
+                        model=".",
+                        text_prefix=prefix,
+                        http_client=setup.http_client,
                     ),
                     inf,
                 )
@@ -433,7 +454,7 @@ def scenario_ensemble(setup: Setup) -> dict[str, Any]:
             ("rest-search", 16, 1),
         ):
             for label, (ep, members) in servers.items():
-                target = make_target(kind, name=f"xret-{label}-{kind}", url=ep.rest)
+                target = make_target(kind, name=f"xret-{label}-{kind}", url=ep.rest, http_client=setup.http_client)
                 runs.append(measure(target, texts, per_request, closed(concurrency, setup), setup, ep, members=members))
     return {
         "index_sentences": INDEXED,
@@ -474,7 +495,7 @@ def scenario_cache(setup: Setup) -> dict[str, Any]:
                 offset = 20_000 if kind == "rest-embed" else 0
                 runs.append(
                     measure(
-                        make_target(kind, name=f"xret-{kind}", url=ep.rest),
+                        make_target(kind, name=f"xret-{kind}", url=ep.rest, http_client=setup.http_client),
                         fresh[len(pool) + offset :],
                         1,
                         closed(16, setup),
@@ -486,7 +507,7 @@ def scenario_cache(setup: Setup) -> dict[str, Any]:
                 )
                 runs.append(
                     measure(
-                        make_target(kind, name=f"xret-{kind}", url=ep.rest),
+                        make_target(kind, name=f"xret-{kind}", url=ep.rest, http_client=setup.http_client),
                         pool,
                         1,
                         closed(16, setup),
@@ -522,7 +543,9 @@ def scenario_index(setup: Setup) -> dict[str, Any]:
                     exact = ids
                 recall[f"{n}-{kind}"] = recall_at_k(ids, exact, 10)
                 for concurrency in (1, 16):
-                    target = make_target("rest-search", name=f"xret-search-{kind}", url=ep.rest)
+                    target = make_target(
+                        "rest-search", name=f"xret-search-{kind}", url=ep.rest, http_client=setup.http_client
+                    )
                     runs.append(
                         measure(
                             target,
@@ -564,6 +587,13 @@ def scenario_recall(setup: Setup) -> dict[str, Any]:
     return run_recall(setup, cache_dir=setup.work / "embed-cache")
 
 
+def scenario_clients(setup: Setup) -> dict[str, Any]:
+    """The load generator's REST client library compared at 16-64 clients (benchmarks/load/clients.py)."""
+    from benchmarks.load.clients import scenario_clients as run_clients
+
+    return run_clients(setup)
+
+
 SCENARIOS: dict[str, Callable[[Setup], dict[str, Any]]] = {
     "peers": scenario_peers,
     "concurrency": scenario_concurrency,
@@ -572,6 +602,7 @@ SCENARIOS: dict[str, Callable[[Setup], dict[str, Any]]] = {
     "index": scenario_index,
     "fixes": scenario_fixes,
     "recall": scenario_recall,
+    "clients": scenario_clients,
 }
 
 

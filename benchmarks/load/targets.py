@@ -1,22 +1,31 @@
-"""What a load run sends: one async call per request, to REST (httpx) or gRPC (grpc.aio).
+"""What a load run sends: one async call per request, to REST (aiohttp or httpx) or gRPC (grpc.aio).
 
 A target raises on any failure; `error_kind` names the failure the way an operator would look it
 up (HTTP status, gRPC status code, or the exception type for transport failures), so the report's
 error table tells "server said 429" apart from "connection refused" and "timed out".
 Every target checks that the answer holds one result per text: a server that answered 200 with
 the wrong content is an error, not throughput.
+
+REST goes through aiohttp by default. The load generator shares the machine's cores with the
+server it measures, so its own cost per request is taken from the server: httpx's AsyncClient is
+known to spend far more CPU per concurrent request than aiohttp (encode/httpx#3215), which is the
+first suspect for both HTTP servers collapsing at 64 clients while gRPC kept rising. `httpx` stays
+selectable (`--http-client httpx`) so that earlier results can be reproduced and the two compared.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+import aiohttp
 import grpc
 import httpx
 
 from service.grpc.stubs import xret_pb2, xret_pb2_grpc
 
 TARGET_KINDS = ("rest-embed", "rest-search", "grpc-embed", "grpc-search", "openai-embed")
+HTTP_CLIENTS = ("aiohttp", "httpx")
+DEFAULT_HTTP_CLIENT = "aiohttp"
 _GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 
@@ -34,6 +43,13 @@ def error_kind(exc: BaseException) -> str:
         return exc.kind
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"grpc_{exc.code().name}"
+    # the same transport failure reads the same whichever REST client met it
+    if isinstance(exc, (httpx.ConnectError, aiohttp.ClientConnectorError)):
+        return "ConnectError"
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+        return "Timeout"
+    if isinstance(exc, (httpx.RemoteProtocolError, aiohttp.ServerDisconnectedError)):
+        return "Disconnected"
     return type(exc).__name__
 
 
@@ -50,30 +66,47 @@ class Target(Protocol):
 
 
 class _Http:
-    """A pooled httpx client sized for the run, so the client never queues behind too few sockets."""
+    """A pooled REST client sized for the run, so the client never queues behind too few sockets."""
 
-    def __init__(self, base_url: str, timeout_s: float, connections: int) -> None:
+    def __init__(self, base_url: str, timeout_s: float, connections: int, client: str = DEFAULT_HTTP_CLIENT) -> None:
+        if client not in HTTP_CLIENTS:
+            raise ValueError(f"unknown http client {client!r}; expected one of {', '.join(HTTP_CLIENTS)}")
         self.base_url = base_url.rstrip("/")
+        self.client = client
         self._timeout_s = timeout_s
         self._connections = connections
-        self._client: httpx.AsyncClient | None = None
+        self._httpx: httpx.AsyncClient | None = None
+        self._aiohttp: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
-        limits = httpx.Limits(max_connections=self._connections, max_keepalive_connections=self._connections)
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self._timeout_s, limits=limits)
+        if self.client == "httpx":
+            limits = httpx.Limits(max_connections=self._connections, max_keepalive_connections=self._connections)
+            self._httpx = httpx.AsyncClient(base_url=self.base_url, timeout=self._timeout_s, limits=limits)
+        else:
+            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections)
+            timeout = aiohttp.ClientTimeout(total=self._timeout_s)
+            self._aiohttp = aiohttp.ClientSession(connector=connector, timeout=timeout)
 
     async def post(self, path: str, body: dict[str, Any]) -> Any:
-        if self._client is None:
-            raise RuntimeError("target is not open")
-        response = await self._client.post(path, json=body)
-        if response.status_code != 200:
-            raise RequestFailed(f"http_{response.status_code}", response.text[:200])
-        return response.json()
+        if self._httpx is not None:
+            response = await self._httpx.post(path, json=body)
+            if response.status_code != 200:
+                raise RequestFailed(f"http_{response.status_code}", response.text[:200])
+            return response.json()
+        if self._aiohttp is not None:
+            async with self._aiohttp.post(self.base_url + path, json=body) as reply:
+                if reply.status != 200:
+                    raise RequestFailed(f"http_{reply.status}", (await reply.text())[:200])
+                return await reply.json(content_type=None)
+        raise RuntimeError("target is not open")
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._httpx is not None:
+            await self._httpx.aclose()
+            self._httpx = None
+        if self._aiohttp is not None:
+            await self._aiohttp.close()
+            self._aiohttp = None
 
 
 def _expect(count: int, got: int, what: str) -> None:
@@ -98,9 +131,10 @@ class OpenAIEmbeddings:
         encoding_format: str = "float",
         timeout_s: float = 60.0,
         connections: int = 256,
+        http_client: str = DEFAULT_HTTP_CLIENT,
     ) -> None:
         self.name = name
-        self._http = _Http(base_url, timeout_s, connections)
+        self._http = _Http(base_url, timeout_s, connections, http_client)
         self._path = path
         self._model = model
         self._prefix = text_prefix
@@ -131,9 +165,10 @@ class RestSearch:
         langs: list[str] | None = None,
         timeout_s: float = 60.0,
         connections: int = 256,
+        http_client: str = DEFAULT_HTTP_CLIENT,
     ) -> None:
         self.name = name
-        self._http = _Http(base_url, timeout_s, connections)
+        self._http = _Http(base_url, timeout_s, connections, http_client)
         self._k = k
         self._langs = langs
 
@@ -218,15 +253,22 @@ def make_target(
     path: str | None = None,
     text_prefix: str = "",
     connections: int = 256,
+    http_client: str = DEFAULT_HTTP_CLIENT,
 ) -> Target:
-    """A target by its command-line kind (see TARGET_KINDS)."""
+    """A target by its command-line kind (see TARGET_KINDS); `http_client` picks the REST client library."""
     if kind in ("rest-embed", "openai-embed"):
         default_path = "/v1/embeddings" if kind == "rest-embed" else "/embeddings"
         return OpenAIEmbeddings(
-            name, url, path or default_path, model=model, text_prefix=text_prefix, connections=connections
+            name,
+            url,
+            path or default_path,
+            model=model,
+            text_prefix=text_prefix,
+            connections=connections,
+            http_client=http_client,
         )
     if kind == "rest-search":
-        return RestSearch(name, url, k=k, connections=connections)
+        return RestSearch(name, url, k=k, connections=connections, http_client=http_client)
     if kind == "grpc-embed":
         return GrpcEmbed(name, grpc_target)
     if kind == "grpc-search":

@@ -47,11 +47,18 @@ def tatoeba(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("target", "texts_per_request"),
-    [("rest-embed", 1), ("grpc-embed", 3), ("rest-search", 2), ("grpc-search", 1)],
+    ("target", "texts_per_request", "http_client"),
+    [
+        ("rest-embed", 1, "aiohttp"),
+        ("rest-embed", 1, "httpx"),
+        ("grpc-embed", 3, "aiohttp"),
+        ("rest-search", 2, "aiohttp"),
+        ("rest-search", 2, "httpx"),
+        ("grpc-search", 1, "aiohttp"),
+    ],
 )
 def test_closed_loop_run_writes_the_report(
-    live: RunningService, tatoeba: Path, tmp_path: Path, target: str, texts_per_request: int
+    live: RunningService, tatoeba: Path, tmp_path: Path, target: str, texts_per_request: int, http_client: str
 ) -> None:
     if target.endswith("search"):  # something to find
         body = {"sentences": [{"text": "Der Zug fährt um neun.", "lang": "deu"}]}
@@ -78,6 +85,8 @@ def test_closed_loop_run_writes_the_report(
             str(tatoeba),
             "--out",
             str(out),
+            "--http-client",
+            http_client,
         ]
     )
     assert code == 0
@@ -96,6 +105,19 @@ def test_closed_loop_run_writes_the_report(
             assert server["cache"]["embedding"]["hit"] + server["cache"]["embedding"]["miss"] > 0
     # the tiny pool repeats, so the second run is answered from the cache
     assert report["runs"][1]["server"]["cache"]["embedding" if "embed" in target else "result"]["hit_ratio"] > 0.5
+
+
+@pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
+def test_a_refused_request_is_counted_by_its_status(
+    live: RunningService, tatoeba: Path, tmp_path: Path, http_client: str
+) -> None:
+    """Errors are tallied by HTTP status whichever client sends them, and the run exits non-zero."""
+    out = tmp_path / "run.json"
+    argv = ["run", "--target", "rest-embed", "--url", live.rest, "--path", "/v1/nowhere", "--duration", "0.4"]
+    argv += ["--warmup", "0.1", "--tatoeba", str(tatoeba), "--out", str(out), "--http-client", http_client]
+    assert main(argv) == 1
+    run = json.loads(out.read_text(encoding="utf-8"))["runs"][0]
+    assert run["ok"] == 0 and set(run["errors"]) == {"http_404"} and run["errors"]["http_404"] == run["requests"] > 0
 
 
 def test_scraper_reads_the_live_metrics_endpoint(live: RunningService) -> None:

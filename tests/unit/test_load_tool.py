@@ -225,7 +225,7 @@ def test_closed_loop_keeps_n_requests_in_flight_and_reports_errors_by_kind() -> 
     assert 0.3 <= elapsed < 0.6
     assert len(failed) == 6  # the request budget bounds the run, not the 5 s duration
     assert {s.error for s in failed} == {"http_429"}
-    assert gone == "ConnectError"
+    assert gone == "ConnectError"  # the same name from aiohttp (default) and httpx
 
 
 # ----------------------------------------------------------------------------------------- /metrics
@@ -263,3 +263,29 @@ def test_metrics_scraper_reads_what_the_service_exports() -> None:
     assert out["rejected_texts"] == 2
     assert out["queue_peak_texts"] == 9.0
     assert summarize_server({}, {"process_cpu_seconds_total": 1.0}) == {}  # not xret: nothing to say
+
+
+def test_client_comparison_averages_rounds_and_prices_the_client_per_request() -> None:
+    from benchmarks.load.clients import summarise
+
+    def run(system: str, client: str | None, texts_per_s: float, p99: float, cpu_s: float, ok: int) -> dict:
+        record = {"system": system, "concurrency": 64, "texts_per_s": texts_per_s, "ok": ok, "client_cpu_s": cpu_s}
+        record["latency_ms"] = {"p99": p99}
+        return record | ({"http_client": client} if client else {})
+
+    summary = summarise(
+        [
+            run("xret-rest", "httpx", 80.0, 900.0, 4.0, 800),
+            run("xret-rest", "httpx", 100.0, 700.0, 6.0, 1000),
+            run("xret-rest", "aiohttp", 150.0, 300.0, 1.5, 1500),
+            run("xret-grpc", None, 200.0, 250.0, 1.0, 2000),
+        ]
+    )
+    assert summary["xret-rest|httpx|c64"] == {
+        "texts_per_s": 90.0,
+        "p99_ms": 900.0,  # the worse round
+        "client_cpu_ms_per_request": 5.5,  # (5.0 + 6.0) / 2
+        "rounds": 2,
+    }
+    assert summary["xret-rest|aiohttp|c64"]["client_cpu_ms_per_request"] == 1.0
+    assert summary["xret-grpc|grpc|c64"]["texts_per_s"] == 200.0
