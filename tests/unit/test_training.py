@@ -133,6 +133,32 @@ def test_probe_fits_the_head_on_the_frozen_encoder_first(
     assert sum(1 for e in resumed.history if e.get("eval") == "probe") == 1
 
 
+@pytest.mark.parametrize("task", ["sts", "nli"])
+def test_probe_fits_a_pair_head_on_both_sides_cached_states(
+    task: str, tiny_checkpoint: Path, retrieval: dict[str, tuple[list[str], list[str]]]
+) -> None:
+    """The semantic members get the same LP-FT probe as the syntactic ones: a fair comparison needs it."""
+    t = Trainer(config(task, probe_steps=40), tiny_checkpoint, small_task(task), retrieval)
+    before_state = encoder_state(t)
+    cache: dict[int, list[torch.Tensor]] = {}
+    t._cache_states(cache, list(range(8)))
+    batch = t.batch(list(range(8)))
+    assert all(len(cache[i]) == 2 for i in range(8))  # one state tensor per side of the pair
+    t.head.eval()
+    with torch.no_grad():
+        states = [t.encoder(input_ids=i, attention_mask=m).last_hidden_state for i, m in batch.texts]
+        direct = t.head.loss(states, batch)
+        padded = [
+            _pad_states([cache[i][side] for i in range(8)], ids.shape[1]) for side, (ids, _) in enumerate(batch.texts)
+        ]
+        torch.testing.assert_close(t.head.loss(padded, batch), direct, rtol=1e-5, atol=1e-5)
+    before, _ = t.eval_losses(list(range(16)))
+    t.probe()
+    after, _ = t.eval_losses(list(range(16)))
+    assert after < before, f"{task} probe: loss {before:.4f} -> {after:.4f}"
+    assert all(torch.equal(v, encoder_state(t)[k]) for k, v in before_state.items())
+
+
 def test_shuffled_labels_keep_the_counts_and_lose_the_words(
     tiny_checkpoint: Path, retrieval: dict[str, tuple[list[str], list[str]]]
 ) -> None:
