@@ -143,6 +143,26 @@ def test_dev_weights_are_chosen_by_a_grid_that_the_service_would_reproduce(built
     assert p_at_1(fused(src), fused(tgt)) == pytest.approx(selection["chosen"]["by_lang"]["de"])
 
 
+def test_members_embedded_side_by_side_give_what_one_at_a_time_gives(
+    built: tuple[Path, StepLog], tmp_path: Path
+) -> None:
+    from export.pipeline.fusion_dev import _embed_members, embed_texts
+    from export.repository_writer import write_ensemble
+
+    repo = tmp_path / "repo"
+    shutil.copytree(built[0] / "repo", repo)
+    write_ensemble(repo, ["base", "upos", "chunk", "soup"], method="concat")
+    encoders = load_encoders(load_repository(repo), device="cpu", threads=1)
+    src, tgt = load_retrieval_dev(DATA, ["zh"])["zh"]
+    texts = [*src[:20], *tgt[:20]]
+    serial = [embed_texts(e, texts) for e in encoders]
+    assert not np.allclose(serial[0], serial[1])  # members differ, so a swapped order would show
+    parallel = _embed_members(encoders, texts, workers=3)
+    assert len(parallel) == len(serial)
+    for one, many in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(many, one)
+
+
 def test_changing_one_task_reruns_only_that_task_and_what_reads_it(built: tuple[Path, StepLog], tmp_path: Path) -> None:
     out = tmp_path / "out"
     shutil.copytree(built[0], out)
