@@ -11,6 +11,8 @@ import time
 from dataclasses import asdict
 from typing import Annotated, Any
 
+import numpy as np
+import orjson
 from fastapi import APIRouter, Depends, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -32,11 +34,9 @@ from service.rest.schemas import (
     HealthResponse,
     Hit,
     InfoResponse,
-    OpenAIEmbedding,
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
     OpenAIErrorResponse,
-    OpenAIUsage,
     QueryResult,
     ReadyResponse,
     SearchRequest,
@@ -57,6 +57,23 @@ _ERROR_DESCRIPTIONS = {
 # Module-level so FastAPI can resolve them from the (postponed) annotations; they only read headers.
 BEARER = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
 KEY_HEADER = APIKeyHeader(name="x-api-key", auto_error=False, description="`x-api-key: <key>`")
+
+
+def _float32_rows(vectors: np.ndarray) -> np.ndarray:
+    """Little-endian float32, C-contiguous: what base64 encodes and what orjson writes without a copy per row."""
+    return np.ascontiguousarray(vectors, dtype="<f4")
+
+
+def _vector_json(answer: dict[str, Any]) -> Response:
+    """The embedding answers, written by orjson straight from the float32 arrays.
+
+    FastAPI's default path turns each vector into a Python list, validates the response model again and
+    runs the standard library's json over every float: 0.5 ms for one 384-d vector and 14 ms for 32 of
+    them, against 0.03 and 0.55 ms here (measured side by side, PERFORMANCE.md stop 10), on the cores the
+    encoder needs. orjson writes each float32 in its shortest exact form, so the body is ~40% smaller
+    and parses back to the very same float32 values. The schema is unchanged (`response_model` documents it).
+    """
+    return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 def _errors(*statuses: int, openai: bool = False) -> dict[int | str, dict[str, Any]]:
@@ -103,24 +120,23 @@ def create_router(engine: Engine) -> APIRouter:
         "/embed",
         tags=["retrieval"],
         summary="Fused, unit-norm embeddings (the vectors the index stores)",
+        response_model=EmbedResponse,
         responses=_errors(413, 422, 429, 503),
     )
-    async def embed(body: EmbedRequest) -> EmbedResponse:
+    async def embed(body: EmbedRequest) -> Response:
         result = await engine.embed(body.texts)
-        return EmbedResponse(
-            embeddings=result.vectors.tolist(),
-            dim=int(result.vectors.shape[1]),
-            model=engine.model_name,
-            tokens=result.tokens,
-        )
+        vectors = _float32_rows(result.vectors)
+        answer = {"embeddings": vectors, "dim": int(vectors.shape[1]), "model": engine.model_name}
+        return _vector_json(answer | {"tokens": result.tokens})
 
     @router.post(
         "/v1/embeddings",
         tags=["openai"],
         summary="OpenAI-compatible embeddings",
+        response_model=OpenAIEmbeddingResponse,
         responses=_errors(404, 413, 422, 429, 503, openai=True),
     )
-    async def openai_embeddings(body: OpenAIEmbeddingRequest) -> OpenAIEmbeddingResponse:
+    async def openai_embeddings(body: OpenAIEmbeddingRequest) -> Response:
         served = engine.model_name
         if body.model is not None and body.model != served:
             # 404 as OpenAI answers "model_not_found": the openai client raises NotFoundError, no retries.
@@ -133,18 +149,18 @@ def create_router(engine: Engine) -> APIRouter:
             )
         texts = [body.input] if isinstance(body.input, str) else body.input
         result = await engine.embed(texts, field="input")
-        vectors = result.vectors.astype("<f4", copy=False)
+        vectors = _float32_rows(result.vectors)
+        as_base64 = body.encoding_format == "base64"
         data = [
-            OpenAIEmbedding(
-                index=i,
-                embedding=base64.b64encode(vec.tobytes()).decode("ascii")
-                if body.encoding_format == "base64"
-                else vec.tolist(),
-            )
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(vec.tobytes()).decode("ascii") if as_base64 else vec,
+            }
             for i, vec in enumerate(vectors)
         ]
-        usage = OpenAIUsage(prompt_tokens=result.tokens, total_tokens=result.tokens)
-        return OpenAIEmbeddingResponse(data=data, model=served, usage=usage)
+        usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+        return _vector_json({"object": "list", "data": data, "model": served, "usage": usage})
 
     @router.post(
         "/sentences",

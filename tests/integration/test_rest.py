@@ -116,6 +116,8 @@ def test_openai_route_float_and_base64_agree_with_embed(http: httpx.Client) -> N
     decoded = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in as_b64.json()["data"]])
     np.testing.assert_array_equal(floats, decoded)
     np.testing.assert_array_equal(floats, native)
+    # float32 written in its shortest exact form (~11 characters), not float64's 17-digit repr of it
+    assert len(as_float.content) < 13 * floats.size + 300  # (float64 repr: ~20 per float)
 
     single = http.post("/v1/embeddings", json={"input": texts[0], "model": model, "user": "ignored", "x": 1})
     assert single.status_code == 200 and len(single.json()["data"]) == 1

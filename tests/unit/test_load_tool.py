@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
@@ -289,3 +290,15 @@ def test_client_comparison_averages_rounds_and_prices_the_client_per_request() -
     }
     assert summary["xret-rest|aiohttp|c64"]["client_cpu_ms_per_request"] == 1.0
     assert summary["xret-grpc|grpc|c64"]["texts_per_s"] == 200.0
+
+
+def test_json_encode_benchmark_checks_both_bodies_decode_to_the_same_vectors() -> None:
+    from benchmarks.load.json_encode import compare, decoded, fastapi_default, service_path
+
+    rows = compare(dim=16, rows=(1, 3), seconds=0.01)
+    assert [r["texts"] for r in rows] == [1, 3]
+    assert all(r["service_bytes"] < r["fastapi_default_bytes"] and r["service_ms"] > 0 for r in rows)
+    vectors = np.array([[0.1, -0.25, 1 / 3]], dtype=np.float32)
+    np.testing.assert_array_equal(decoded(service_path(vectors)), vectors)
+    np.testing.assert_array_equal(decoded(fastapi_default()(vectors)), vectors)
+    assert b"0.1," in service_path(vectors)  # float32's shortest form, where float64 writes 0.10000000149011612
