@@ -124,6 +124,40 @@ def _stsb_dev_section(results: dict[str, Any]) -> list[str]:
     return lines + _table(header, rows)
 
 
+def _families_section(gains: dict[str, Any], baseline: str) -> list[str]:
+    """Mean gain per language family (benchmarks/retrieval/families.py) and which families lose."""
+    with_families = {name: g for name, g in gains.items() if g.get("families")}
+    if not with_families:
+        return []
+    lines = ["", f"## Tatoeba gains over {baseline} per language family (points, xx->en / en->xx)", ""]
+    lines.append(
+        "Mean of the family's languages' gains; a family is *losing* when its gain is below zero and *losing "
+        "(CI)* when its whole paired 95% interval is. Grouping: benchmarks/retrieval/families.py."
+    )
+    lines.append("")
+    first = next(iter(with_families.values()))["families"]
+    header = ["family (languages)", *with_families]
+    rows = [
+        [f"{family} ({', '.join(entry['languages'])})"]
+        + [
+            f"{g['families'][family]['xx_en']:+.2f} / {g['families'][family]['en_xx']:+.2f}"
+            if family in g["families"]
+            else "-"
+            for g in with_families.values()
+        ]
+        for family, entry in first.items()
+    ]
+    for label, key in (("losing", "families_losing"), ("losing (CI)", "families_losing_ci")):
+        rows.append(
+            [f"**{label}** xx->en / en->xx"]
+            + [
+                f"{', '.join(g[key]['xx_en']) or 'none'} / {', '.join(g[key]['en_xx']) or 'none'}"
+                for g in with_families.values()
+            ]
+        )
+    return lines + _table(header, rows)
+
+
 def markdown(results: dict[str, Any], files: dict[str, str]) -> str:
     """The human-readable report; every heading names its split, direction and threshold kind."""
     cfg = results["config"]
@@ -189,6 +223,7 @@ def markdown(results: dict[str, Any], files: dict[str, str]) -> str:
                 for name, g in tat["gains"].items()
             ],
         )
+        lines += _families_section(tat["gains"], results["baseline"])
     lines += _stsb_dev_section(results)
     if tat:
         methods: list[str] = cfg.get("rescore") or []

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.retrieval import bucc, stsb_dev, tatoeba
+from benchmarks.retrieval.families import group_by_family
 from benchmarks.retrieval.metrics import bootstrap_macro_means, percentile_interval
 from benchmarks.retrieval.rescoring import HITS, VARIANTS, hits_paper
 from benchmarks.retrieval.systems import System, SystemEmbedder
@@ -86,9 +87,7 @@ def _rescored(
             gain[direction] = pct(_macro(by_direction[direction]) - _macro(plain[direction]))
             lo, hi = percentile_interval(replicates[direction] - plain_replicates[direction])
             gain[f"{direction}_ci95"] = [pct(lo), pct(hi)]
-        per_language = {
-            code: {d: pct(h[i].mean()) for d, h in by_direction.items()} for i, code in enumerate(codes)
-        }
+        per_language = {code: {d: pct(h[i].mean()) for d, h in by_direction.items()} for i, code in enumerate(codes)}
         out[method] = {"per_language": per_language, "average": average, "gain_over_cosine": gain}
     return out
 
@@ -126,10 +125,32 @@ async def _tatoeba(
     average, replicates = _averages(hits, seed)
     result: dict[str, Any] = {"per_language": per_language, "average": average}
     codes = [pair.language.iso3 for pair in pairs]
+    result["families"] = _family_means(hits, codes, seed, replicates)
     for variant, by_method in rescored.items():
         if by_method:
             result[RESCORED_KEY[variant]] = _rescored(by_method, codes, hits, replicates, seed)
     return result, replicates
+
+
+def _family_means(hits: Hits, codes: list[str], seed: int, replicates: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Macro P@1 per language family; adds each family's bootstrap replicates to `replicates`.
+
+    Every system bootstraps a family with the same seed over the same language sizes, so replicate
+    differences are paired, as for the average.
+    """
+    out: dict[str, Any] = {}
+    for family, positions in group_by_family(codes).items():
+        entry: dict[str, Any] = {"languages": [codes[i] for i in positions]}
+        for direction, per_language in hits.items():
+            chosen = [per_language[i] for i in positions]
+            entry[direction] = pct(_macro(chosen))
+            replicates[_family_key(family, direction)] = bootstrap_macro_means(chosen, N_BOOTSTRAP, seed)
+        out[family] = entry
+    return out
+
+
+def _family_key(family: str, direction: str) -> str:
+    return f"family:{family}:{direction}"
 
 
 async def _stsb_dev(
@@ -195,8 +216,33 @@ def _gains(
             entry["per_language"][code] = {
                 d: round(scores[d] - base["per_language"][code][d], 2) for d in ("xx_en", "en_xx")
             }
+        entry["families"] = _family_gains(result, base, replicates[name], replicates[baseline])
+        entry["families_losing"] = {
+            d: [f for f, g in entry["families"].items() if g[d] < 0] for d in ("xx_en", "en_xx")
+        }
+        entry["families_losing_ci"] = {  # the whole 95% interval below zero
+            d: [f for f, g in entry["families"].items() if g[f"{d}_ci95"][1] < 0] for d in ("xx_en", "en_xx")
+        }
         gains[name] = entry
     return gains
+
+
+def _family_gains(
+    result: dict[str, Any], base: dict[str, Any], ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """Per family: mean gain over its languages with a paired bootstrap 95% interval."""
+    out: dict[str, Any] = {}
+    for family, entry in result.get("families", {}).items():
+        if family not in base.get("families", {}):
+            continue
+        gain: dict[str, Any] = {"languages": entry["languages"]}
+        for direction in ("xx_en", "en_xx"):
+            diff = ours[_family_key(family, direction)] - theirs[_family_key(family, direction)]
+            gain[direction] = round(entry[direction] - base["families"][family][direction], 2)  # as the average's
+            lo, hi = percentile_interval(diff)
+            gain[f"{direction}_ci95"] = [pct(lo), pct(hi)]
+        out[family] = gain
+    return out
 
 
 async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -> dict[str, Any]:

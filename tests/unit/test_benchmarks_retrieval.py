@@ -153,6 +153,40 @@ def test_malformed_lines_are_named(tmp_path: Path) -> None:
         tatoeba.load_pair(tmp_path, afr)
 
 
+def test_family_gains_average_their_languages_and_name_the_families_that_lose() -> None:
+    from benchmarks.retrieval.families import FAMILIES, family_of, group_by_family
+    from benchmarks.retrieval.runner import _averages, _family_means, _gains
+
+    assert family_of("tha") == "Tai-Kadai" and family_of("xho") == "unclassified"
+    assert all(family_of(c) != "unclassified" for c in ["afr", "aze", "lit", "pol", "ron", "ukr", "swh", "eus"])
+    assert sum(len(v) for v in FAMILIES.values()) == 41  # every XTREME-R language, each once
+    assert group_by_family(["tha", "deu", "xho", "nld"]) == {"Germanic": [1, 3], "Tai-Kadai": [0], "unclassified": [2]}
+
+    codes = ["deu", "nld", "tha"]
+    ones = np.ones(100)
+    base_hits = {"xx_en": [np.r_[ones[:80], np.zeros(20)], ones.copy(), ones.copy()], "en_xx": [ones] * 3}
+    # the other system: deu +10 points, nld unchanged, tha -20 points (xx->en only)
+    other_hits = {"xx_en": [np.r_[ones[:90], np.zeros(10)], ones.copy(), np.r_[ones[:80], np.zeros(20)]]}
+    other_hits["en_xx"] = [ones] * 3
+    results, replicates = {}, {}
+    for name, hits in (("base", base_hits), ("other", other_hits)):
+        average, reps = _averages(hits, seed=0)
+        results[name] = {
+            "average": {k: v for k, v in average.items()},
+            "per_language": {c: {d: 100 * hits[d][i].mean() for d in hits} for i, c in enumerate(codes)},
+            "families": _family_means(hits, codes, 0, reps),
+        }
+        replicates[name] = reps
+    assert results["base"]["families"]["Germanic"] == {"languages": ["deu", "nld"], "xx_en": 90.0, "en_xx": 100.0}
+    gain = _gains(results, replicates, "base")["other"]
+    assert gain["families"]["Germanic"]["xx_en"] == 5.0  # mean of +10 and 0
+    assert gain["families"]["Tai-Kadai"]["xx_en"] == -20.0
+    assert gain["families_losing"] == {"xx_en": ["Tai-Kadai"], "en_xx": []}
+    assert gain["families_losing_ci"]["xx_en"] == ["Tai-Kadai"]  # 20 of 100 lost: the interval excludes zero
+    lo, hi = gain["families"]["Germanic"]["xx_en_ci95"]
+    assert 0 < lo < 5 < hi  # paired: only deu's 10 changed sentences vary
+
+
 # ------------------------------------------------------------------------------------------ end to end
 @needs_data
 def test_cli_end_to_end_on_the_tiny_repository(
@@ -174,6 +208,9 @@ def test_cli_end_to_end_on_the_tiny_repository(
     assert set(tat["results"]["tiny"]["average"]) == {"xx_en", "en_xx", "xx_en_ci95", "en_xx_ci95"}
     # the same repository under two names: identical vectors, so every gain is exactly zero
     assert tat["gains"]["same"]["xx_en"] == 0 and tat["gains"]["same"]["xx_en_ci95"] == [0, 0]
+    assert list(tat["results"]["tiny"]["families"]) == ["Germanic", "Romance"]
+    assert tat["gains"]["same"]["families_losing"] == {"xx_en": [], "en_xx": []}
+    assert "per language family" in (out / "smoke.md").read_text(encoding="utf-8")
     b = results["bucc"]
     assert "SAMPLE" in b["split"] and (b["n_src"], b["n_tgt"], b["n_gold"]) == (24, 24, 12)
     assert set(b["results"]["tiny"]) == {"ratio_margin", "cosine"}
