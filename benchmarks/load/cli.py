@@ -187,13 +187,10 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
         path = run_scenario(name, setup, args.out_dir)
         print(path)
         if args.plot:
-            from benchmarks.load.plot import plot_latency_throughput, plot_recall
+            from benchmarks.load.plot import plot_scenario
 
             try:
-                if name == "recall":
-                    print(plot_recall(path, path.with_suffix(".png")))
-                else:
-                    print(plot_latency_throughput([path], path.with_suffix(".png")))
+                print(plot_scenario(name, path, path.with_suffix(".png")))
             except ValueError as exc:  # a scenario without single-text runs has nothing to plot
                 print(f"no plot for {name}: {exc}", file=sys.stderr)
     return 0

@@ -24,10 +24,10 @@ ROUNDS = 2
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per system, client and concurrency: mean texts/s, worst p99 and client CPU ms per request over rounds."""
+    """Per system (named with its client) and concurrency: mean texts/s, worst p99, client CPU ms per request."""
     out: dict[str, Any] = {}
     for r in runs:
-        key = f"{r['system']}|{r.get('http_client', 'grpc')}|c{r['concurrency']}"
+        key = f"{r['system']}|c{r['concurrency']}"
         out.setdefault(key, []).append(r)
     summary: dict[str, Any] = {}
     for key, group in sorted(out.items()):
@@ -59,12 +59,12 @@ def scenario_clients(setup: Setup) -> dict[str, Any]:
             spec = closed(concurrency, setup)
             for round_no in range(ROUNDS):
                 for client in HTTP_CLIENTS:
-                    target = make_target("rest-embed", name="xret-rest", url=xret.rest, http_client=client)
+                    target = make_target("rest-embed", name=f"xret-rest-{client}", url=xret.rest, http_client=client)
                     runs.append(measure(target, texts, 1, spec, setup, xret, http_client=client, round=round_no))
                     if infinity is not None:
                         peer = make_target(
                             "openai-embed",
-                            name="infinity",
+                            name=f"infinity-{client}",
                             url=infinity.rest,
                             model=".",
                             text_prefix=prefix,

@@ -120,3 +120,10 @@ def plot_recall(path: Path, out: Path) -> Path:
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def plot_scenario(name: str, path: Path, out: Path) -> Path:
+    """The plot a scenario's JSON gets: recall against search time for `recall`, else latency against throughput."""
+    if name == "recall":
+        return plot_recall(path, out)
+    return plot_latency_throughput([path], out)
