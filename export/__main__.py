@@ -73,6 +73,15 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_members(args: argparse.Namespace) -> int:
+    from export.members_report import markdown
+
+    if not (Path(args.repo) / "members").is_dir():
+        raise RepositoryError(f"{args.repo} has no members/ folder: not a model repository")
+    print(markdown(Path(args.repo)), end="")
+    return 0
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from export.quantize import quantize_member
 
@@ -191,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quantize.add_argument("--force", action="store_true", help="replace an existing member of that name")
     quantize.set_defaults(func=_cmd_quantize)
+
+    members = sub.add_parser("members", help="markdown table of a repository's members: task scores, time, size")
+    members.add_argument("repo", type=Path, help="repository folder")
+    members.set_defaults(func=_cmd_members)
 
     tiny = sub.add_parser("tiny", help="build the tiny random test repository")
     tiny.add_argument("--out", type=Path, required=True, help="repository folder")

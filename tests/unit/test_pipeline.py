@@ -163,6 +163,27 @@ def test_members_embedded_side_by_side_give_what_one_at_a_time_gives(
         np.testing.assert_array_equal(many, one)
 
 
+def test_members_report_reads_every_members_scores_time_and_size(
+    built: tuple[Path, StepLog], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from export.members_report import member_rows
+
+    repo = built[0] / "repo"
+    rows = {r["name"]: r for r in member_rows(repo)}
+    assert set(rows) == {"base", "upos", "chunk", "soup"}
+    upos = read_json(repo / "members" / "upos" / "member.json")
+    assert rows["upos"]["dev"] == f"accuracy {upos['scores']['dev']['accuracy']:.3f}"
+    assert rows["upos"]["wall_time_s"] == upos["training"]["wall_time_s"] > 0
+    assert rows["soup"]["soup_of"] == ["upos", "chunk"] and rows["base"]["dev"] == "-"
+    onnx_mb = (repo / "members" / "upos" / "model.onnx").stat().st_size / 1e6
+    assert rows["upos"]["mb"] >= onnx_mb
+    assert export_main(["members", str(repo)]) == 0
+    table = capsys.readouterr().out
+    assert table.count("\n| ") == 1 + 4  # header and one row per member
+    assert "soup of upos, chunk" in table and "Served ensemble:" in table and "Repository size:" in table
+    assert export_main(["members", str(built[0])]) == 1  # the pipeline folder is not a repository
+
+
 def test_changing_one_task_reruns_only_that_task_and_what_reads_it(built: tuple[Path, StepLog], tmp_path: Path) -> None:
     out = tmp_path / "out"
     shutil.copytree(built[0], out)
