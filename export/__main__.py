@@ -122,7 +122,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config, out=args.out)
-        run_pipeline(config, verbose=not args.quiet, only=args.only)
+        run_pipeline(config, verbose=not args.quiet, only=args.only, skip=args.skip)
     except (
         PipelineConfigError,
         TrainConfigError,
@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="TASK[,TASK]",
         help="train and export only these tasks, then stop (run disjoint lists in parallel, then once without)",
+    )
+    pipeline.add_argument(
+        "--skip",
+        type=lambda text: [t for t in text.split(",") if t],
+        default=None,
+        metavar="TASK[,TASK]",
+        help="leave out tasks that no soup or ensemble reads (e.g. a control) and build everything else",
     )
     pipeline.set_defaults(func=_cmd_pipeline)
 

@@ -41,19 +41,34 @@ class Built:
     result: dict[str, Any]
 
 
-def run_pipeline(config: PipelineConfig, verbose: bool = True, only: list[str] | None = None) -> StepLog:
+def run_pipeline(
+    config: PipelineConfig, verbose: bool = True, only: list[str] | None = None, skip: list[str] | None = None
+) -> StepLog:
     """Run every step that is not already done for its current inputs; returns what ran and what was skipped.
 
     `only` trains and exports just those tasks and stops there: two processes with disjoint `only` lists
     use two machines' worth of cores (or two cores at one thread each) at once, and a final run without it
     skips their steps and does the soup, the ensemble and the index.
+
+    `skip` leaves out tasks that neither the soup nor the ensemble reads (a control such as
+    `upos_shuffled`) and still builds the rest, so the repository can be finished while such a task
+    trains in another process; a later run without it trains only what was left out.
     """
     import torch
 
-    unknown = sorted(set(only or []) - set(config.tasks))
-    if unknown:
-        known = list(config.tasks)
-        raise PipelineConfigError(f"--only names task(s) {unknown} that {config.source} does not train; it has {known}")
+    for flag, names in (("--only", only), ("--skip", skip)):
+        unknown = sorted(set(names or []) - set(config.tasks))
+        if unknown:
+            known = list(config.tasks)
+            raise PipelineConfigError(
+                f"{flag} names task(s) {unknown} that {config.source} does not train; it has {known}"
+            )
+    read_later = set(config.soup.members if config.soup else []) | set(
+        config.ensemble.members if config.ensemble else []
+    )
+    read_skipped = sorted(set(skip or []) & read_later)
+    if read_skipped:
+        raise PipelineConfigError(f"--skip {read_skipped}: the soup or the ensemble of {config.source} reads them")
 
     log = StepLog(verbose=verbose)
     if config.threads is not None:
@@ -64,7 +79,7 @@ def run_pipeline(config: PipelineConfig, verbose: bool = True, only: list[str] |
     trained: dict[str, Built] = {}
     exported: dict[str, Built] = {}
     for name in config.tasks:  # export each member as soon as it is trained, so it can be benchmarked early
-        if only and name not in only:
+        if (only and name not in only) or (skip and name in skip):
             continue
         trained[name] = _train(config, name, base, log)
         exported[name] = _export_trained(config, name, trained[name], base, log)

@@ -184,6 +184,26 @@ def test_members_report_reads_every_members_scores_time_and_size(
     assert export_main(["members", str(built[0])]) == 1  # the pipeline folder is not a repository
 
 
+def test_skip_builds_the_repository_without_a_control_and_a_later_run_trains_only_it(
+    built: tuple[Path, StepLog], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(built[0], out)
+    raw = tiny_raw()
+    raw["tasks"]["control"] = {"task": "upos", "shuffle_labels": True}
+    config = parse_config(raw, TINY, out=out)
+    with pytest.raises(PipelineConfigError, match=r"--skip \['upos'\]: the soup or the ensemble"):
+        run_pipeline(config, verbose=False, skip=["upos"])
+    with pytest.raises(PipelineConfigError, match="--skip names task"):
+        run_pipeline(config, verbose=False, skip=["nope"])
+    first = run_pipeline(config, verbose=False, skip=["control"])
+    assert first.executed == [] and "train:control" not in first.skipped  # left out, not done
+    assert not (out / "train" / "control").exists()
+    later = run_pipeline(config, verbose=False)
+    assert later.executed == ["train:control", "export:control"]  # nothing that reads it reruns
+    assert read_json(out / "repo" / "members" / "control" / "member.json")["training"]["task"] == "upos"
+
+
 def test_changing_one_task_reruns_only_that_task_and_what_reads_it(built: tuple[Path, StepLog], tmp_path: Path) -> None:
     out = tmp_path / "out"
     shutil.copytree(built[0], out)
