@@ -178,20 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("config", type=Path, help="pipeline YAML (e.g. export/configs/syntactic.yaml)")
     pipeline.add_argument("--out", type=Path, default=None, help="output folder (default: the config's `out`)")
     pipeline.add_argument("--quiet", action="store_true", help="no progress output")
-    pipeline.add_argument(
-        "--only",
-        type=lambda text: [t for t in text.split(",") if t],
-        default=None,
-        metavar="TASK[,TASK]",
-        help="train and export only these tasks, then stop (run disjoint lists in parallel, then once without)",
-    )
-    pipeline.add_argument(
-        "--skip",
-        type=lambda text: [t for t in text.split(",") if t],
-        default=None,
-        metavar="TASK[,TASK]",
-        help="leave out tasks that no soup or ensemble reads (e.g. a control) and build everything else",
-    )
+    for flag, what in (
+        ("--only", "train and export only these tasks, then stop (run disjoint lists in parallel, then once without)"),
+        ("--skip", "leave out tasks that no soup or ensemble reads (e.g. a control) and build everything else"),
+    ):
+        pipeline.add_argument(
+            flag, type=lambda text: [t for t in text.split(",") if t], default=None, metavar="TASK[,TASK]", help=what
+        )
     pipeline.set_defaults(func=_cmd_pipeline)
 
     quantize = sub.add_parser("quantize", help="add an int8 copy of a member (with a cosine parity check)")

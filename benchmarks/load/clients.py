@@ -14,10 +14,19 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import Any
 
-from benchmarks.load.processes import infinity_server
-from benchmarks.load.scenarios import INDEXED, Setup, _mean, _pairs, _peers_ready, _uncached_xret, closed, measure
+from benchmarks.load.scenarios import (
+    INDEXED,
+    Setup,
+    _mean,
+    _pairs,
+    _peers_ready,
+    _uncached_xret,
+    closed,
+    infinity_target,
+    measure,
+    start_infinity,
+)
 from benchmarks.load.targets import HTTP_CLIENTS, make_target
-from service.repository import load_repository
 
 CLIENT_CONCURRENCIES = (16, 32, 64)
 ROUNDS = 2
@@ -45,16 +54,11 @@ def scenario_clients(setup: Setup) -> dict[str, Any]:
     """xret REST and infinity through httpx and through aiohttp, xret gRPC as the reference, 16/32/64 clients."""
     pairs = _pairs(setup)
     texts = [t for _, t in pairs[INDEXED:]]
-    prefix = load_repository(setup.repo).members[0].spec.text_prefix
     problem = _peers_ready(setup)
     runs: list[dict[str, Any]] = []
     with ExitStack() as stack:
         xret = stack.enter_context(_uncached_xret(setup, setup.repo, "clients"))
-        infinity = None
-        if problem is None:
-            infinity = stack.enter_context(
-                infinity_server(setup.infinity_bin, setup.peer_model, setup.work / "logs" / "infinity.log")
-            )
+        infinity = start_infinity(stack, setup)
         for concurrency in CLIENT_CONCURRENCIES:
             spec = closed(concurrency, setup)
             for round_no in range(ROUNDS):
@@ -62,14 +66,7 @@ def scenario_clients(setup: Setup) -> dict[str, Any]:
                     target = make_target("rest-embed", name=f"xret-rest-{client}", url=xret.rest, http_client=client)
                     runs.append(measure(target, texts, 1, spec, setup, xret, http_client=client, round=round_no))
                     if infinity is not None:
-                        peer = make_target(
-                            "openai-embed",
-                            name=f"infinity-{client}",
-                            url=infinity.rest,
-                            model=".",
-                            text_prefix=prefix,
-                            http_client=client,
-                        )
+                        peer = infinity_target(setup, infinity.rest, name=f"infinity-{client}", http_client=client)
                         runs.append(measure(peer, texts, 1, spec, setup, infinity, http_client=client, round=round_no))
                 grpc = make_target("grpc-embed", name="xret-grpc", grpc_target=xret.grpc)
                 runs.append(measure(grpc, texts, 1, spec, setup, xret, round=round_no))

@@ -75,9 +75,7 @@ def split_corpus(
 def open_index(directory: Path, repo: Path, params: IndexParams) -> SentenceIndex:
     """The service's index at `directory` for `repo`'s fingerprint and dim, built or searched with `params`."""
     repository = load_repository(repo)
-    return SentenceIndex.open(
-        directory, dim=repository.ensemble.dim, fingerprint=repository.fingerprint, params=params
-    )
+    return SentenceIndex.open(directory, dim=repository.ensemble.dim, fingerprint=repository.fingerprint, params=params)
 
 
 def _build(

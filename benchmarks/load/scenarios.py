@@ -253,11 +253,7 @@ def scenario_peers(setup: Setup) -> dict[str, Any]:
     problem = _peers_ready(setup)
     with ExitStack() as stack:
         xret = stack.enter_context(_uncached_xret(setup, setup.repo, "peers"))
-        infinity = None
-        if problem is None:
-            infinity = stack.enter_context(
-                infinity_server(setup.infinity_bin, setup.peer_model, setup.work / "logs" / "infinity.log")
-            )
+        infinity = start_infinity(stack, setup)
         for concurrency, per_request in PEER_CONFIGS:
             runs.append(
                 measure(
@@ -280,14 +276,7 @@ def scenario_peers(setup: Setup) -> dict[str, Any]:
                 )
             )
             if infinity is not None:
-                target = make_target(
-                    "openai-embed",
-                    name="infinity",
-                    url=infinity.rest,
-                    model=".",
-                    text_prefix=prefix,
-                    http_client=setup.http_client,
-                )
+                target = infinity_target(setup, infinity.rest)
                 runs.append(measure(target, texts, per_request, closed(concurrency, setup), setup, infinity))
     after = baselines()
     ceiling = _mean([before["ceiling"]["sorted"]["sentences_per_s"], after["ceiling"]["sorted"]["sentences_per_s"]])
@@ -325,6 +314,28 @@ def _uncached_xret(setup: Setup, repo: Path, name: str) -> Any:
     """An xret server with its query cache off (every request encodes) on a fresh index `name`."""
     return xret_server(
         repo, fresh_dir(setup.work / "index" / name), setup.work / "logs" / f"xret-{name}.log", {"cache_size": "0"}
+    )
+
+
+def start_infinity(stack: ExitStack, setup: Setup) -> Endpoint | None:
+    """infinity-emb started inside `stack` when the peers are installed, else None (the caller records why)."""
+    if _peers_ready(setup) is not None:
+        return None
+    return stack.enter_context(
+        infinity_server(setup.infinity_bin, setup.peer_model, setup.work / "logs" / "infinity.log")
+    )
+
+
+def infinity_target(setup: Setup, url: str, name: str = "infinity", http_client: str | None = None) -> Target:
+    """infinity's /embeddings with the model's text prefix added on the client (infinity does not add it)."""
+    prefix = load_repository(setup.repo).members[0].spec.text_prefix
+    return make_target(
+        "openai-embed",
+        name=name,
+        url=url,
+        model=".",
+        text_prefix=prefix,
+        http_client=http_client or setup.http_client,
     )
 
 
@@ -375,17 +386,12 @@ def scenario_concurrency(setup: Setup) -> dict[str, Any]:
     """Closed loop 1..64, then open loop at shares of each system's closed-loop peak (xret REST embed, infinity)."""
     pairs = _pairs(setup)
     texts = [t for _, t in pairs[INDEXED:]]
-    prefix = load_repository(setup.repo).members[0].spec.text_prefix
     runs: list[dict[str, Any]] = []
     problem = _peers_ready(setup)
     with ExitStack() as stack:
         xret = stack.enter_context(_uncached_xret(setup, setup.repo, "concurrency"))
         populate_s = populate(xret.rest, pairs[:INDEXED])
-        infinity = None
-        if problem is None:
-            infinity = stack.enter_context(
-                infinity_server(setup.infinity_bin, setup.peer_model, setup.work / "logs" / "infinity.log")
-            )
+        infinity = start_infinity(stack, setup)
         targets: list[tuple[Callable[[], Target], Endpoint]] = [
             (
                 lambda: make_target("rest-embed", name="xret-rest-embed", url=xret.rest, http_client=setup.http_client),
@@ -402,19 +408,7 @@ def scenario_concurrency(setup: Setup) -> dict[str, Any]:
         ]
         if infinity is not None:
             inf = infinity
-            targets.append(
-                (
-                    lambda: make_target(
-                        "openai-embed",
-                        name="infinity-embed",
-                        url=inf.rest,
-                        model=".",
-                        text_prefix=prefix,
-                        http_client=setup.http_client,
-                    ),
-                    inf,
-                )
-            )
+            targets.append((lambda: infinity_target(setup, inf.rest, name="infinity-embed"), inf))
         for concurrency in setup.concurrencies:
             for factory, endpoint in targets:
                 runs.append(measure(factory(), texts, 1, closed(concurrency, setup), setup, endpoint))

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.load.ceiling import ort_ceiling
-from benchmarks.load.processes import Endpoint, infinity_server, xret_server
+from benchmarks.load.processes import Endpoint, xret_server
 from benchmarks.load.scenarios import (
     PEER_CONFIGS,
     Setup,
@@ -36,7 +36,9 @@ from benchmarks.load.scenarios import (
     _peers_ready,
     closed,
     fresh_dir,
+    infinity_target,
     measure,
+    start_infinity,
 )
 from benchmarks.load.synthetic import build_synthetic_index
 from benchmarks.load.targets import make_target
@@ -94,17 +96,15 @@ def scenario_fixes(setup: Setup) -> dict[str, Any]:
             repo = setup.repo_int8 if label == "int8" and setup.repo_int8 is not None else setup.repo
             index, log = fresh_dir(setup.work / "index" / f"fixes-{label}"), setup.work / "logs" / f"xret-{label}.log"
             servers[f"xret-{label}"] = stack.enter_context(xret_server(repo, index, log, settings))
-        if problem is None:
-            servers["infinity"] = stack.enter_context(
-                infinity_server(setup.infinity_bin, setup.peer_model, setup.work / "logs" / "infinity.log")
-            )
-        prefix = load_repository(setup.repo).members[0].spec.text_prefix
+        infinity = start_infinity(stack, setup)
+        if infinity is not None:
+            servers["infinity"] = infinity
         for concurrency, per_request in PEER_CONFIGS:
             for name, ep in servers.items():
                 if name == "infinity":
-                    target = make_target("openai-embed", name=name, url=ep.rest, model=".", text_prefix=prefix)
+                    target = infinity_target(setup, ep.rest)
                 else:
-                    target = make_target("rest-embed", name=name, url=ep.rest)
+                    target = make_target("rest-embed", name=name, url=ep.rest, http_client=setup.http_client)
                 runs.append(measure(target, texts, per_request, closed(concurrency, setup), setup, ep))
     after = _ceilings(repos, texts[:2000])
     search = _search_runs(setup, [t for _, t in _pairs(setup, limit=20_000)])
@@ -137,9 +137,7 @@ def _search_runs(setup: Setup, queries: list[str]) -> dict[str, Any]:
         for concurrency in (1, SEARCH_CLIENTS):
             for label, ep in servers.items():
                 target = make_target("rest-search", name=label, url=ep.rest)
-                runs.append(
-                    measure(target, queries, 1, closed(concurrency, setup), setup, ep, index_size=n)
-                )
+                runs.append(measure(target, queries, 1, closed(concurrency, setup), setup, ep, index_size=n))
     return {"index_size": n, "build": build, "runs": runs}
 
 
