@@ -104,7 +104,7 @@ def test_bad_rescore_is_422_naming_the_problem(stats: RunningService, body: dict
 
 
 def test_bad_rescore_is_invalid_argument_over_grpc(stats: RunningService) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"rescore": "cosine"}, "rescore: 'cosine' is not one of none, margin, csls"),
         ({"rescore": "margin", "fusion": xret_pb2.FusionOverride(method="rrf")}, "rescore: 'margin' needs cosine"),
     ]
