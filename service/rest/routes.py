@@ -69,7 +69,7 @@ def _vector_json(answer: dict[str, Any]) -> Response:
 
     FastAPI's default path turns each vector into a Python list, validates the response model again and
     runs the standard library's json over every float: 0.5 ms for one 384-d vector and 14 ms for 32 of
-    them, against 0.03 and 0.55 ms here (measured side by side, PERFORMANCE.md stop 10), on the cores the
+    them, against 0.02 and 0.5 ms here (measured side by side, PERFORMANCE.md stop 10), on the cores the
     encoder needs. orjson writes each float32 in its shortest exact form, so the body is ~40% smaller
     and parses back to the very same float32 values. The schema is unchanged (`response_model` documents it).
     """
