@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import serialize_response
 from fastapi.utils import create_model_field
 
-from service.rest.routes import _float32_rows, _vector_json
+from service.rest.routes import openai_embeddings_response
 from service.rest.schemas import OpenAIEmbedding, OpenAIEmbeddingResponse, OpenAIUsage
 
 Encoder = Callable[[np.ndarray], bytes]
@@ -44,11 +44,8 @@ def fastapi_default() -> Encoder:
 
 
 def service_path(vectors: np.ndarray) -> bytes:
-    """The route's own body (service.rest.routes._vector_json)."""
-    rows = _float32_rows(vectors)
-    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(rows)]
-    answer = {"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 1, "total_tokens": 1}}
-    return bytes(_vector_json(answer).body)
+    """The route's own body (service.rest.routes.openai_embeddings_response)."""
+    return bytes(openai_embeddings_response(vectors, "m", 1).body)
 
 
 def decoded(body: bytes) -> np.ndarray:

@@ -76,6 +76,21 @@ def _vector_json(answer: dict[str, Any]) -> Response:
     return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
+def openai_embeddings_response(vectors: np.ndarray, model: str, tokens: int, as_base64: bool = False) -> Response:
+    """The /v1/embeddings answer for these vectors (also what benchmarks.load.json_encode times)."""
+    rows = _float32_rows(vectors)
+    data = [
+        {
+            "object": "embedding",
+            "index": i,
+            "embedding": base64.b64encode(vec.tobytes()).decode("ascii") if as_base64 else vec,
+        }
+        for i, vec in enumerate(rows)
+    ]
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return _vector_json({"object": "list", "data": data, "model": model, "usage": usage})
+
+
 def _errors(*statuses: int, openai: bool = False) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error answers a route can give, in the shape it gives them."""
     model = OpenAIErrorResponse if openai else ErrorResponse
@@ -149,18 +164,7 @@ def create_router(engine: Engine) -> APIRouter:
             )
         texts = [body.input] if isinstance(body.input, str) else body.input
         result = await engine.embed(texts, field="input")
-        vectors = _float32_rows(result.vectors)
-        as_base64 = body.encoding_format == "base64"
-        data = [
-            {
-                "object": "embedding",
-                "index": i,
-                "embedding": base64.b64encode(vec.tobytes()).decode("ascii") if as_base64 else vec,
-            }
-            for i, vec in enumerate(vectors)
-        ]
-        usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
-        return _vector_json({"object": "list", "data": data, "model": served, "usage": usage})
+        return openai_embeddings_response(result.vectors, served, result.tokens, body.encoding_format == "base64")
 
     @router.post(
         "/sentences",
