@@ -8,6 +8,7 @@ load between runs hits every system alike. Servers run as separate processes (se
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.metadata
 import json
 import math
@@ -326,15 +327,20 @@ def start_infinity(stack: ExitStack, setup: Setup) -> Endpoint | None:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _text_prefix(repo: Path) -> str:
+    """The served model's text prefix, read once per repository (targets are built before every run)."""
+    return load_repository(repo).members[0].spec.text_prefix
+
+
 def infinity_target(setup: Setup, url: str, name: str = "infinity", http_client: str | None = None) -> Target:
     """infinity's /embeddings with the model's text prefix added on the client (infinity does not add it)."""
-    prefix = load_repository(setup.repo).members[0].spec.text_prefix
     return make_target(
         "openai-embed",
         name=name,
         url=url,
         model=".",
-        text_prefix=prefix,
+        text_prefix=_text_prefix(setup.repo),
         http_client=http_client or setup.http_client,
     )
 
