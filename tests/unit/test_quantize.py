@@ -1,4 +1,4 @@
-"""int8 quantisation of a member: the new folder, its member.json, its parity check, refusals, and serving it."""
+"""int8 and fp16 copies of a member: the new folder, its member.json, its parity check, refusals, serving it."""
 
 from __future__ import annotations
 
@@ -61,6 +61,26 @@ def test_member_json_records_source_and_parity(quantized: Path) -> None:
     assert q["parity_texts"] >= 20
     assert spec.scores == {}
     assert _members(quantized) == ["tiny0", "tiny0-int8", "tiny1"], "no staging folder may be left behind"
+
+
+def test_fp16_member_halves_the_graph_and_keeps_the_contract(repo: Path) -> None:
+    """fp16 weights and ops inside, int64 inputs and a float32 output outside, parity near 1 on the CPU."""
+    spec = quantize_member(repo, "tiny0", mode="fp16")
+    assert spec.name == "tiny0-fp16"
+    q = spec.quantization
+    assert q["mode"] == "fp16" and q["per_channel"] is None and q["source_member"] == "tiny0"
+    assert 0.999 < q["min_cosine"] <= q["mean_cosine"] <= 1.0 + 1e-9
+    fp32_path, fp16_path = (repo / "members" / name / "model.onnx" for name in ("tiny0", "tiny0-fp16"))
+    graph = onnx.load(str(fp16_path)).graph
+    float_kinds = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+    kinds = {t.data_type for t in graph.initializer if len(t.dims) == 2 and t.data_type in float_kinds}
+    assert kinds == {onnx.TensorProto.FLOAT16}, "every weight matrix must be fp16"
+    assert [i.type.tensor_type.elem_type for i in graph.input] == [onnx.TensorProto.INT64] * 2
+    assert [o.type.tensor_type.elem_type for o in graph.output] == [onnx.TensorProto.FLOAT]
+    assert fp16_path.stat().st_size < 0.75 * fp32_path.stat().st_size  # weights halve; graph text does not
+    assert load_repository(repo).fingerprint  # the new member does not break the repository
+    write_ensemble(repo, ["tiny0-fp16"])
+    assert [m.spec.name for m in load_repository(repo).members] == ["tiny0-fp16"]
 
 
 def test_graph_holds_int8_weights(quantized: Path) -> None:
@@ -180,7 +200,7 @@ def test_a_quantizer_that_breaks_the_graph_is_caught(repo: Path, monkeypatch: py
     def wrong_graph(source: Path, target: Path) -> None:
         shutil.copyfile(repo / "members" / "tiny1" / "model.onnx", target)
 
-    monkeypatch.setattr(quantize, "_quantize_graph", wrong_graph)
+    monkeypatch.setitem(quantize.CONVERTERS, "int8", wrong_graph)
     with pytest.raises(QuantizeParityError, match=r"below --min-cosine 0.98"):
         quantize_member(repo, "tiny0")
     assert _members(repo) == ["tiny0", "tiny1"]
@@ -192,7 +212,7 @@ def test_a_quantizer_that_breaks_the_graph_is_caught(repo: Path, monkeypatch: py
         ({"name": "../escape"}, r"member name '../escape' must match"),
         ({"member": "../repo/members/tiny0"}, r"member '../repo/members/tiny0' must match"),
         ({"name": "tiny0"}, r"needs a new name, not the source's 'tiny0'"),
-        ({"mode": "int4"}, r"mode 'int4' not in \('int8',\)"),
+        ({"mode": "int4"}, r"mode 'int4' not in \('int8', 'fp16'\)"),
         ({"min_cosine": 0.0}, r"min cosine must be in \(0, 1\]"),
         ({"min_cosine": 1.5}, r"min cosine must be in \(0, 1\]"),
     ],

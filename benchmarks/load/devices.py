@@ -1,0 +1,226 @@
+"""Execution providers and precisions side by side: one member on CPU and CUDA, fp32 and fp16.
+
+Why: the service runs members on CUDA when onnxruntime-gpu offers it and can serve an fp16 copy of a
+member (`python -m export quantize --mode fp16`); both change what a user gets. Each configuration
+`MEMBER@DEVICE` runs through the service's own encoder (`OnnxEncoder`: same session options, padding
+and provider checks) and reports:
+- the provider that really ran (onnxruntime falls back to the CPU when CUDA libraries are missing);
+- the cosine of its embeddings to the first configuration's (the reference) on real sentences;
+- sentences/s of a loop over length-sorted batches of each size (batch 1 gives per-call latency);
+- with `--tatoeba`, Tatoeba P@1 over an XTREME language set, to put a number on what fp16 costs.
+
+`python -m benchmarks.load.devices --repo artifacts/repo --config e5-small@cpu --config e5-small@cuda
+--config e5-small-fp16@cuda --tatoeba --out results/devices` writes devices.json and devices.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.load.texts import load_sentences
+from benchmarks.retrieval import tatoeba
+from benchmarks.retrieval.errors import BenchmarkError
+from service.encoders.onnx import OnnxEncoder
+from service.errors import StartupError
+from service.repository import Member, MemberSpec, read_json
+
+DEVICES = ("cpu", "cuda")
+DEFAULT_BATCH_SIZES = (1, 32, 256)
+PARITY_TEXTS = 512
+
+
+@dataclass(frozen=True)
+class Config:
+    """One member of a repository on one device, written MEMBER@DEVICE."""
+
+    member: str
+    device: str
+
+    @classmethod
+    def parse(cls, text: str) -> Config:
+        member, sep, device = text.rpartition("@")
+        if not sep or not member or device not in DEVICES:
+            raise argparse.ArgumentTypeError(f"config {text!r} must be MEMBER@DEVICE with DEVICE in {DEVICES}")
+        return cls(member, device)
+
+    @property
+    def label(self) -> str:
+        return f"{self.member}@{self.device}"
+
+
+def load_member(repo: Path, name: str) -> Member:
+    """Any member folder of `repo`, served or not (an fp16 copy is usually not in ensemble.json)."""
+    folder = repo / "members" / name
+    manifest = folder / "member.json"
+    if not manifest.is_file():
+        known = sorted(p.parent.name for p in (repo / "members").glob("*/member.json"))
+        raise SystemExit(f"{repo}: no member {name!r} (members: {', '.join(known) or 'none'})")
+    return Member(MemberSpec.from_json(read_json(manifest), str(manifest)), folder)
+
+
+def embed(encoder: OnnxEncoder, texts: list[str], batch_size: int) -> np.ndarray:
+    """Embeddings in input order, computed over length-sorted batches (as the service's bucketing would)."""
+    ids = encoder.tokenizer.encode(texts)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = np.empty((len(ids), encoder.dim), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        out[rows] = encoder.forward([ids[i] for i in rows])
+    return out
+
+
+def throughput(encoder: OnnxEncoder, texts: list[str], batch_size: int, seconds: float) -> dict[str, float]:
+    """Sentences/s and mean ms per call over sorted batches, stopping after `seconds` (one batch of warm-up).
+
+    Batches are cut from the length-sorted texts but run in a seeded random order, so a run cut short by
+    the time bound still sees short and long batches alike (in sorted order batch 1 would only ever
+    measure the shortest sentences)."""
+    ids = sorted(encoder.tokenizer.encode(texts), key=len)
+    cut = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+    batches = [cut[i] for i in np.random.default_rng(0).permutation(len(cut))]
+    encoder.forward(batches[0])
+    done, calls, start = 0, 0, time.perf_counter()
+    for batch in batches:
+        encoder.forward(batch)
+        done, calls = done + len(batch), calls + 1
+        if time.perf_counter() - start > seconds:
+            break
+    elapsed = time.perf_counter() - start
+    return {"sentences_per_s": round(done / elapsed, 1), "ms_per_call": round(1e3 * elapsed / calls, 3)}
+
+
+def tatoeba_scores(
+    encoder: OnnxEncoder, data_dir: Path, language_set: str, batch_size: int, only: list[str] | None = None
+) -> dict[str, Any]:
+    """Mean and per-language P@1 (percent) in both directions over `language_set` (or `only` those)."""
+    languages = tatoeba.select_languages(tatoeba.read_languages(data_dir), language_set, only)
+    per_language: dict[str, dict[str, float]] = {}
+    for language in tqdm(languages, desc=f"tatoeba {encoder.name}", leave=False):
+        pair = tatoeba.load_pair(data_dir, language)
+        xx_hits, en_hits = tatoeba.evaluate(
+            embed(encoder, pair.xx, batch_size), embed(encoder, pair.en, batch_size), pair.gold
+        )
+        per_language[language.iso3] = {"xx_en": 100 * float(xx_hits.mean()), "en_xx": 100 * float(en_hits.mean())}
+    return {
+        "language_set": language_set,
+        "xx_en": round(float(np.mean([v["xx_en"] for v in per_language.values()])), 2),
+        "en_xx": round(float(np.mean([v["en_xx"] for v in per_language.values()])), 2),
+        "per_language": per_language,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every configuration in turn; the first one's embeddings are the parity reference."""
+    texts = [text for _, text in load_sentences(args.data_dir / "tatoeba" / "v1", limit=args.sentences)]
+    parity_texts = texts[:PARITY_TEXTS]
+    reference: np.ndarray | None = None
+    results = []
+    for config in args.config:
+        member = load_member(args.repo, config.member)
+        encoder = OnnxEncoder(member, device=config.device, intra_op_threads=args.threads, bucketing="none")  # type: ignore[arg-type]
+        encoder.warmup()
+        vectors = embed(encoder, parity_texts, 32)
+        if reference is None:
+            reference = vectors
+        cosine = (vectors * reference).sum(1) / np.maximum(
+            np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1), 1e-12
+        )
+        row: dict[str, Any] = {
+            "config": config.label,
+            "provider": encoder.describe()["provider"],
+            "quantization": member.spec.quantization.get("mode", "fp32"),
+            "model_mb": round(member.onnx_path.stat().st_size / 1e6, 1),
+            "cosine_to_reference": {"min": round(float(cosine.min()), 6), "mean": round(float(cosine.mean()), 6)},
+            "throughput": {
+                str(size): throughput(encoder, texts, size, args.seconds)
+                for size in tqdm(args.batch_sizes, desc=f"throughput {config.label}", leave=False)
+            },
+        }
+        if args.tatoeba and config.label not in args.tatoeba_except:
+            row["tatoeba"] = tatoeba_scores(
+                encoder, args.data_dir, args.language_set, args.tatoeba_batch, args.languages
+            )
+        print(summary_line(row), flush=True)
+        results.append(row)
+    return {"reference": args.config[0].label, "sentences": len(texts), "configs": results}
+
+
+def summary_line(row: dict[str, Any]) -> str:
+    speeds = ", ".join(f"b{size} {t['sentences_per_s']}/s" for size, t in row["throughput"].items())
+    cosine = row["cosine_to_reference"]["min"]
+    line = f"{row['config']} ({row['provider']}, {row['quantization']}): cos min {cosine}; {speeds}"
+    if "tatoeba" in row:
+        line += f"; tatoeba {row['tatoeba']['xx_en']} / {row['tatoeba']['en_xx']}"
+    return line
+
+
+def plot(report: dict[str, Any], out: Path) -> None:
+    """Grouped bars: sentences/s per configuration, one group per batch size (log scale: CPU vs GPU)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = report["configs"]
+    sizes = list(configs[0]["throughput"])
+    width = 0.8 / len(configs)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, row in enumerate(configs):
+        values = [row["throughput"][s]["sentences_per_s"] for s in sizes]
+        ax.bar(np.arange(len(sizes)) + i * width, values, width, label=row["config"])
+    ax.set_xticks(np.arange(len(sizes)) + width * (len(configs) - 1) / 2, [f"batch {s}" for s in sizes])
+    ax.set_yscale("log")
+    ax.set_ylabel("sentences/s")
+    ax.set_title("One member per device and precision (bare encoder loop)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.load.devices", description=__doc__.split("\n")[0])
+    parser.add_argument("--repo", type=Path, default=Path("artifacts/repo"))
+    parser.add_argument("--config", type=Config.parse, action="append", required=True, help="MEMBER@DEVICE, repeatable")
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--sentences", type=int, default=4000, help="mixed-language Tatoeba texts for speed")
+    parser.add_argument(
+        "--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=list(DEFAULT_BATCH_SIZES)
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="time bound per batch size")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)")
+    parser.add_argument("--tatoeba", action="store_true", help="also score Tatoeba P@1 per configuration")
+    parser.add_argument(
+        "--tatoeba-except", action="append", default=[], metavar="MEMBER@DEVICE", help="skip its Tatoeba"
+    )
+    parser.add_argument("--language-set", default="xtreme36")
+    parser.add_argument("--languages", type=lambda s: s.split(","), help="only these iso3 codes (quick runs)")
+    parser.add_argument("--tatoeba-batch", type=int, default=256)
+    parser.add_argument("--out", type=Path, default=Path("results/devices"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = run(args)
+    except (StartupError, BenchmarkError) as exc:  # e.g. @cuda without CUDA, an unknown language: no traceback
+        print(f"error: {exc}")
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "devices.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, args.out / "devices.png")
+    print(f"wrote {args.out / 'devices.json'} and {args.out / 'devices.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
