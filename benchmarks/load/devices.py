@@ -28,7 +28,7 @@ from tqdm import tqdm
 from benchmarks.load.texts import load_sentences
 from benchmarks.retrieval import tatoeba
 from benchmarks.retrieval.errors import BenchmarkError
-from service.encoders.onnx import OnnxEncoder
+from service.encoders.onnx import DEFAULT_DISABLED_OPTIMIZERS, OnnxEncoder
 from service.errors import StartupError
 from service.repository import Member, MemberSpec, read_json
 
@@ -125,7 +125,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results = []
     for config in args.config:
         member = load_member(args.repo, config.member)
-        encoder = OnnxEncoder(member, device=config.device, intra_op_threads=args.threads, bucketing="none")  # type: ignore[arg-type]
+        encoder = OnnxEncoder(
+            member,
+            device=config.device,  # type: ignore[arg-type]
+            intra_op_threads=args.threads,
+            bucketing="none",
+            disabled_optimizers=tuple(args.disabled_optimizers),
+        )
         encoder.warmup()
         vectors = embed(encoder, parity_texts, 32)
         if reference is None:
@@ -150,7 +156,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         print(summary_line(row), flush=True)
         results.append(row)
-    return {"reference": args.config[0].label, "sentences": len(texts), "configs": results}
+    return {
+        "reference": args.config[0].label,
+        "sentences": len(texts),
+        "disabled_optimizers": list(args.disabled_optimizers),
+        "configs": results,
+    }
 
 
 def summary_line(row: dict[str, Any]) -> str:
@@ -197,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="time bound per batch size")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)")
+    parser.add_argument(
+        "--disabled-optimizers",
+        type=lambda s: [x for x in s.split(",") if x],
+        default=list(DEFAULT_DISABLED_OPTIMIZERS),
+        help="onnxruntime optimizers to skip, comma-separated (the service's default; empty enables all)",
+    )
     parser.add_argument("--tatoeba", action="store_true", help="also score Tatoeba P@1 per configuration")
     parser.add_argument(
         "--tatoeba-except", action="append", default=[], metavar="MEMBER@DEVICE", help="skip its Tatoeba"

@@ -44,35 +44,48 @@ def choose_providers(device: Device, where: Path) -> list[str]:
                 f"{where}: device 'cuda' requested but onnxruntime offers only {available} "
                 "(install onnxruntime-gpu with a matching CUDA, or use device 'auto' or 'cpu')"
             )
+        preload_cuda_libraries()
         return [CUDA, CPU]
     if device == "auto" and CUDA in available:
+        preload_cuda_libraries()
         return [CUDA, CPU]
     return [CPU]
+
+
+_preloaded = False
+
+
+def preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from pip's nvidia-* packages before the first CUDA session, once per process.
+
+    onnxruntime-gpu links them by soname only, so with the libraries installed as Python packages (the
+    `onnxruntime-gpu[cuda,cudnn]` way, or beside a CUDA torch) the CUDA provider fails to load and the
+    session quietly falls back to the CPU unless they are already loaded or on LD_LIBRARY_PATH.
+    `preload_dlls` (onnxruntime >= 1.21) finds them; it is a no-op where they are missing, and older
+    versions without it rely on the system's library path as before.
+    """
+    global _preloaded
+    preload = getattr(ort, "preload_dlls", None)
+    if not _preloaded and preload is not None:
+        preload()
+    _preloaded = True
 
 
 def check_contract(session: ort.InferenceSession, dim: int, where: Path) -> None:
     """Inputs input_ids, attention_mask (int64, rank 2) -> sentence_embedding float [batch, dim]."""
     inputs = {i.name: i for i in session.get_inputs()}
     if set(inputs) != set(INPUTS):
-        raise StartupError(
-            f"{where}: model inputs are {sorted(inputs)}, the repository contract needs {list(INPUTS)}"
-        )
+        raise StartupError(f"{where}: model inputs are {sorted(inputs)}, the repository contract needs {list(INPUTS)}")
     for name in INPUTS:
         arg = inputs[name]
         if arg.type != "tensor(int64)" or len(arg.shape) != 2:
-            raise StartupError(
-                f"{where}: input {name} is {arg.type} {arg.shape}, expected tensor(int64) [batch, seq]"
-            )
+            raise StartupError(f"{where}: input {name} is {arg.type} {arg.shape}, expected tensor(int64) [batch, seq]")
     outputs = {o.name: o for o in session.get_outputs()}
     if OUTPUT not in outputs:
-        raise StartupError(
-            f"{where}: model outputs are {sorted(outputs)}, the repository contract needs '{OUTPUT}'"
-        )
+        raise StartupError(f"{where}: model outputs are {sorted(outputs)}, the repository contract needs '{OUTPUT}'")
     out = outputs[OUTPUT]
     if out.type != "tensor(float)" or len(out.shape) != 2:
-        raise StartupError(
-            f"{where}: output {OUTPUT} is {out.type} {out.shape}, expected tensor(float) [batch, dim]"
-        )
+        raise StartupError(f"{where}: output {OUTPUT} is {out.type} {out.shape}, expected tensor(float) [batch, dim]")
     if isinstance(out.shape[1], int) and out.shape[1] != dim:
         raise StartupError(f"{where}: output {OUTPUT} has dim {out.shape[1]} but member.json says {dim}")
 
@@ -171,9 +184,7 @@ class OnnxEncoder:
         self.call_cost: CallCost = DEFAULT_CALL_COST
         providers = choose_providers(device, self.path)
         try:
-            self._session = make_session(
-                self.path, providers, intra_op_threads, spinning, self._disabled_optimizers
-            )
+            self._session = make_session(self.path, providers, intra_op_threads, spinning, self._disabled_optimizers)
         except Exception as exc:  # onnxruntime's pybind errors share no useful base class
             raise StartupError(f"{self.path}: onnxruntime cannot load the model ({exc})") from None
         if device == "cuda" and CUDA not in self._session.get_providers():

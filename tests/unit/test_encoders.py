@@ -14,6 +14,7 @@ import tokenizers
 from onnx import TensorProto, helper
 
 from service.encoders import OnnxEncoder, Tokenizer, load_encoders
+from service.encoders import onnx as onnx_backend
 from service.encoders.fake import FakeEncoder, byte_tokenizer
 from service.errors import StartupError
 from service.repository import Member, MemberSpec, Repository, load_repository
@@ -76,9 +77,7 @@ def test_output_equals_the_raw_onnxruntime_session(encoders: list[OnnxEncoder]) 
         out = enc.forward(ids)
         assert out.dtype == np.float32 and out.shape == (len(TEXTS), enc.dim)
         longest = max(map(len, ids))
-        input_ids = np.array(
-            [row + [enc.tokenizer.pad_id] * (longest - len(row)) for row in ids], dtype=np.int64
-        )
+        input_ids = np.array([row + [enc.tokenizer.pad_id] * (longest - len(row)) for row in ids], dtype=np.int64)
         mask = np.array([[1] * len(row) + [0] * (longest - len(row)) for row in ids], dtype=np.int64)
         raw = ort.InferenceSession(str(enc.path), providers=["CPUExecutionProvider"])
         (expected,) = raw.run(["sentence_embedding"], {"input_ids": input_ids, "attention_mask": mask})
@@ -205,6 +204,27 @@ def test_unreadable_model_is_a_startup_error(repo: Repository, tmp_path: Path) -
 def test_cuda_requested_without_cuda_is_a_startup_error(repo: Repository) -> None:
     with pytest.raises(StartupError, match="device 'cuda' requested"):
         OnnxEncoder(repo.members[0], device="cuda")
+
+
+def test_cuda_libraries_are_preloaded_once_and_only_for_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With onnxruntime-gpu, pip-installed CUDA/cuDNN must be loaded before the first CUDA session.
+
+    This machine has no GPU, so onnxruntime's answers about CUDA are replaced; what is checked is the
+    decision: preload for cuda and auto-with-CUDA, once per process, never for cpu or a CPU-only runtime.
+    """
+    calls: list[int] = []
+    monkeypatch.setattr(onnx_backend, "_preloaded", False)
+    monkeypatch.setattr(ort, "preload_dlls", lambda: calls.append(1), raising=False)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert onnx_backend.choose_providers("auto", Path("m")) == ["CPUExecutionProvider"]
+    assert onnx_backend.choose_providers("cpu", Path("m")) == ["CPUExecutionProvider"]
+    assert calls == []
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert onnx_backend.choose_providers("cpu", Path("m")) == ["CPUExecutionProvider"]
+    assert calls == []
+    for device in ("auto", "cuda", "cuda"):
+        assert onnx_backend.choose_providers(device, Path("m")) == ["CUDAExecutionProvider", "CPUExecutionProvider"]  # type: ignore[arg-type]
+    assert calls == [1]
 
 
 def test_fake_encoder_is_deterministic_unit_norm_and_counts_calls() -> None:
