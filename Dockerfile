@@ -16,6 +16,8 @@ RUN .venv/bin/python -m export base --out /models/repo --cache-dir /tmp/xret-cac
 FROM python:3.11-slim AS runtime-cpu
 ENV XRET_SERVE_EXTRA=serve
 
+# onnxruntime-gpu up to 1.26 is built for CUDA 12 (libcublas.so.12), from 1.27 for CUDA 13: the pin below must
+# match this image's CUDA major, or the CUDA provider fails to load (checked on the wheels' linked libraries).
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04 AS runtime-cuda
 RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
  && ln -sf /usr/bin/python3.11 /usr/local/bin/python3 && rm -rf /var/lib/apt/lists/*
@@ -30,7 +32,7 @@ COPY proto ./proto
 COPY benchmarks ./benchmarks
 RUN python3 -m venv .venv && .venv/bin/pip install -q -e ".[${XRET_SERVE_EXTRA}]" \
  && if [ "${XRET_SERVE_EXTRA}" = "serve,gpu" ]; then .venv/bin/pip uninstall -y -q onnxruntime \
-    && .venv/bin/pip install -q --force-reinstall --no-deps onnxruntime-gpu; fi \
+    && .venv/bin/pip install -q --force-reinstall --no-deps 'onnxruntime-gpu>=1.20,<1.27'; fi \
  && .venv/bin/python -m service.grpc.codegen
 COPY --from=build /models/repo /models/repo
 ENV XRET_REPO=/models/repo XRET_INDEX=/data/index XRET_HOST=0.0.0.0

@@ -24,8 +24,9 @@ import numpy as np
 
 from service.batching import MicroBatcher
 from service.cache import Cache, cache_key, decode_vector, encode_vector, make_cache
-from service.config import Settings
+from service.config import CPU_BATCHING, Batching, Settings, resolve_batching
 from service.encoders import load_encoders
+from service.encoders.onnx import CUDA as CUDA_PROVIDER
 from service.ensemble import Ensemble, normalized_weights
 from service.errors import (
     InvalidInput,
@@ -83,6 +84,7 @@ class Engine:
         self.settings = settings
         self.metrics = Metrics()
         self.repo: Repository | None = None
+        self.batching: Batching = CPU_BATCHING  # resolved for the members' device at start()
         self._ensemble: Ensemble | None = None
         self._batcher: MicroBatcher[Item, np.ndarray] | None = None
         self._searcher: SearchCoalescer[SearchKey, list[Hit]] | None = None
@@ -129,15 +131,17 @@ class Engine:
         )
         for enc in encoders:
             enc.warmup()
+        on_cuda = any(enc.describe().get("provider") == CUDA_PROVIDER for enc in encoders)
+        self.batching = resolve_batching(s, on_cuda)
         self._batcher = MicroBatcher(
             self._ensemble.run,
             Ensemble.cost,
-            max_batch_cost=s.max_batch_tokens,
-            max_batch_size=s.max_batch_size,
+            max_batch_cost=self.batching.max_batch_tokens,
+            max_batch_size=self.batching.max_batch_size,
             max_wait_ms=s.max_wait_ms,
             queue_size=s.queue_size,
             metrics=self.metrics,
-            concurrency=s.batcher_concurrency,
+            concurrency=self.batching.concurrency,
         )
         await self._batcher.start()
         self._searcher = SearchCoalescer(
@@ -479,7 +483,12 @@ class Engine:
                     "layer": m.spec.layer,
                     "dim": m.spec.dim,
                     "text_prefix": m.spec.text_prefix,
-                    "runtime": {**enc.describe(), "batcher_concurrency": self.settings.batcher_concurrency},
+                    "runtime": {
+                        **enc.describe(),
+                        "batcher_concurrency": self.batching.concurrency,
+                        "max_batch_size": self.batching.max_batch_size,
+                        "max_batch_tokens": self.batching.max_batch_tokens,
+                    },
                 }
                 for m, enc in zip(repo.members, ensemble.encoders, strict=True)
             ],

@@ -60,3 +60,16 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "test-command" in ci
     assert "pytest" in readme_block("test-command")
+
+
+def test_cuda_image_pins_an_onnxruntime_gpu_built_for_its_cuda() -> None:
+    """onnxruntime-gpu <= 1.26 links CUDA 12 libraries, >= 1.27 CUDA 13 (read off the wheels' NEEDED entries):
+    an unpinned install on the CUDA 12 image would load no CUDA provider at all."""
+    base = re.search(r"FROM nvidia/cuda:(\d+)\.\S+ AS runtime-cuda", DOCKERFILE)
+    pin = re.search(r"'onnxruntime-gpu(>=[\d.]+,<([\d.]+))'", DOCKERFILE)
+    assert base and pin, "the CUDA stage must name its CUDA image and pin onnxruntime-gpu"
+    upper = tuple(int(part) for part in pin.group(2).split("."))
+    if base.group(1) == "12":
+        assert upper <= (1, 27), f"CUDA 12 image with onnxruntime-gpu{pin.group(1)}: 1.27+ needs CUDA 13"
+    else:
+        assert base.group(1) == "13" and upper > (1, 27), "a CUDA 13 image needs onnxruntime-gpu 1.27 or newer"

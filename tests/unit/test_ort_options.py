@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.__main__ import build_parser, main, settings_from_args
-from service.config import Settings
+from service.config import CPU_BATCHING, CUDA_BATCHING, Batching, Settings, resolve_batching
 from service.encoders import OnnxEncoder, load_encoders
 from service.encoders.onnx import SPIN_INTER, SPIN_INTRA
 from service.engine import Engine
@@ -82,7 +82,7 @@ def test_spinning_flag_sets_both_ways_and_beats_the_environment(monkeypatch: pyt
 
 def test_concurrency_flags_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XRET_BATCHER_CONCURRENCY", raising=False)
-    assert parse().batcher_concurrency == 1
+    assert parse().batcher_concurrency is None  # unset: the device decides (resolve_batching)
     settings = parse("--batcher-concurrency", "2", "--search-concurrency", "3", "--search-max-wait-ms", "0.5")
     assert (settings.batcher_concurrency, settings.search_concurrency, settings.search_max_wait_ms) == (2, 3, 0.5)
 
@@ -100,6 +100,33 @@ def test_bad_values_exit_2_naming_the_setting(argv: list[str], field: str, capsy
     assert main(["serve", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and field in err[0] and "Traceback" not in err[0]
+
+
+def test_unset_batching_limits_follow_the_device_and_set_ones_win() -> None:
+    unset = Settings(repo=Path("r"), index=Path("i"))
+    assert resolve_batching(unset, on_cuda=False) == CPU_BATCHING == Batching(8192, 64, 1)
+    assert resolve_batching(unset, on_cuda=True) == CUDA_BATCHING == Batching(32768, 256, 2)
+    pinned = Settings(repo=Path("r"), index=Path("i"), max_batch_size=32, batcher_concurrency=1)
+    assert resolve_batching(pinned, on_cuda=True) == Batching(32768, 32, 1)
+    assert resolve_batching(Settings(repo=Path("r"), index=Path("i"), max_batch_tokens=64), False) == Batching(
+        64, 64, 1
+    )
+
+
+def test_a_cpu_engine_reports_the_cpu_limits(tiny_repo: Path, tmp_path: Path) -> None:
+    """On this machine (no CUDA) an engine with nothing set batches as CPU_BATCHING says, and /info shows it."""
+
+    async def limits() -> dict[str, object]:
+        engine = Engine(Settings(repo=tiny_repo, index=tmp_path / "index", cache_size=0, snapshot_interval_s=0))
+        await engine.start()
+        try:
+            return engine.info()["members"][0]["runtime"]
+        finally:
+            await engine.stop()
+
+    runtime = asyncio.run(limits())
+    assert runtime["provider"] == "CPUExecutionProvider"
+    assert (runtime["max_batch_tokens"], runtime["max_batch_size"], runtime["batcher_concurrency"]) == (8192, 64, 1)
 
 
 async def embed_and_describe(tiny_repo: Path, index: Path, concurrency: int) -> tuple[np.ndarray, dict[str, object]]:
