@@ -45,7 +45,8 @@ TOP_KEYS = (
 )
 EXPORT_KEYS = ("max_length", "tolerance")
 LIMIT_KEYS = ("train", "dev", "test", "retrieval")
-ENSEMBLE_KEYS = ("members", "fusion", "weights", "weight_grid")
+ENSEMBLE_KEYS = ("members", "fusion", "weights", "weight_grid", "selection")
+SELECTION_RULES = ("best", "smallest-within-noise")  # export.pipeline.fusion_dev's, kept here to stay light
 SOUP_KEYS = ("name", "members")
 INDEX_KEYS = ("langs", "per_lang")
 
@@ -60,6 +61,7 @@ class EnsembleConfig:
     fusion: str = "concat"
     weights: list[float] | str | None = None  # a list, None (uniform) or "dev" (grid search on the dev set)
     weight_grid: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    selection: str = "best"  # with weights "dev": export.pipeline.fusion_dev.SELECTION_RULES
 
 
 @dataclass
@@ -216,7 +218,12 @@ def _ensemble(value: Any, tasks: dict[str, TrainConfig], soup: SoupConfig | None
     grid = raw.get("weight_grid", [0.0, 1.0])
     if not isinstance(grid, list) or not grid or not all(_number(w) and w >= 0 for w in grid):
         raise PipelineConfigError(f"{where}: ensemble.weight_grid must be a list of numbers >= 0")
-    return EnsembleConfig(members, str(fusion), weights, [float(w) for w in grid])
+    selection = raw.get("selection", "best")
+    if selection not in SELECTION_RULES:
+        raise PipelineConfigError(f"{where}: ensemble.selection {selection!r} must be one of {SELECTION_RULES}")
+    if selection != "best" and weights != "dev":
+        raise PipelineConfigError(f"{where}: ensemble.selection {selection!r} needs weights 'dev'")
+    return EnsembleConfig(members, str(fusion), weights, [float(w) for w in grid], str(selection))
 
 
 def _index(value: Any, where: str) -> IndexConfig | None:

@@ -7,6 +7,13 @@ weighted sum of member cosines (see service.ensemble), so a candidate's scores a
 per-member similarity matrices computed once; no candidate needs its own embedding pass. Single-member
 candidates are in the grid whenever it holds 0, so the chosen ensemble is never worse on dev than its
 best member.
+
+Two rules pick the winner. `best` takes the highest dev P@1. `smallest-within-noise` takes, among the
+candidates whose P@1 is within 1.96 paired standard errors of the best (the same dev queries, so the
+difference's error is that of per-query hit differences, a macro mean over languages), the one with the
+fewest members, then the highest P@1: at stop 10 the top eight of 255 candidates lay within 0.003 of each
+other, so `best` picked by noise between ensembles of equal merit, and a smaller ensemble is cheaper to
+serve. Like every choice in the study, the rule is fixed before the test sets are looked at.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from service.ensemble import l2_normalize
 from service.repository import load_repository
 
 MAX_CANDIDATES = 4096
+SELECTION_RULES = ("best", "smallest-within-noise")
+Z_95 = 1.96
 EMBED_BATCH = 64
 METRIC = "stsb_multi_mt dev xx->en P@1 (gold strictly above every other English sentence), mean over langs"
 
@@ -71,12 +80,39 @@ def embed_texts(encoder: Encoder, texts: list[str]) -> np.ndarray:
     return out
 
 
-def p1_from_scores(scores: np.ndarray) -> float:
-    """Fraction of rows whose diagonal (gold) score is strictly above every other score in the row."""
+def hits_from_scores(scores: np.ndarray) -> np.ndarray:
+    """Per row: is its diagonal (gold) score strictly above every other score in the row."""
     gold = np.diag(scores).copy()
     others = scores.copy()
     np.fill_diagonal(others, -np.inf)
-    return float(np.mean(gold > others.max(axis=1)))
+    return np.asarray(gold > others.max(axis=1))
+
+
+def p1_from_scores(scores: np.ndarray) -> float:
+    """Fraction of rows whose diagonal (gold) score is strictly above every other score in the row."""
+    return float(np.mean(hits_from_scores(scores)))
+
+
+def paired_standard_error(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
+    """Standard error of macro-mean P@1(a) - P@1(b) over languages, from per-query hits on the same queries."""
+    variances = [np.var(a[lang].astype(float) - b[lang].astype(float), ddof=1) / a[lang].size for lang in a]
+    return float(np.sqrt(sum(variances)) / len(variances))
+
+
+def choose(results: list[dict[str, Any]], hits: list[dict[str, np.ndarray]], rule: str) -> int:
+    """Index of the chosen candidate under `rule`; annotates each result with its gap and error to the best."""
+    if rule not in SELECTION_RULES:
+        raise FusionSelectionError(f"selection rule {rule!r} not in {SELECTION_RULES}")
+    best = max(range(len(results)), key=lambda i: (results[i]["p1"], -i))
+    for i, result in enumerate(results):
+        se = paired_standard_error(hits[best], hits[i]) if i != best else 0.0
+        result["gap_to_best"] = results[best]["p1"] - result["p1"]
+        result["se_to_best"] = se
+        result["within_noise"] = result["gap_to_best"] <= Z_95 * se
+    if rule == "best":
+        return best
+    close = [i for i, result in enumerate(results) if result["within_noise"]]
+    return min(close, key=lambda i: (sum(w > 0 for w in results[i]["weights"]), -results[i]["p1"], i))
 
 
 def _embed_members(encoders: list[Encoder], texts: list[str], workers: int) -> list[np.ndarray]:
@@ -104,11 +140,14 @@ def select_weights(
     grid: Sequence[float],
     dev: Mapping[str, tuple[Sequence[str], Sequence[str]]],
     workers: int | None = None,
+    rule: str = "best",
 ) -> dict[str, Any]:
-    """Score every candidate; returns selection.json's payload (all candidates, the chosen one first-best).
+    """Score every candidate; returns selection.json's payload (all candidates, the best and the chosen one).
 
     `workers` members are embedded at once (default: one per CPU core); the result does not depend on it.
     """
+    if rule not in SELECTION_RULES:
+        raise FusionSelectionError(f"selection rule {rule!r} not in {SELECTION_RULES}")
     workers = max(1, workers or os.cpu_count() or 1)
     candidates = candidate_weights(len(members), grid)
     write_ensemble(repo, members, method="concat")  # provisional, so the members load as the service loads them
@@ -120,13 +159,18 @@ def select_weights(
         for lang, (src, tgt) in dev.items():
             similarities[lang].append(vectors[[row[t] for t in src]] @ vectors[[row[t] for t in tgt]].T)
     results: list[dict[str, Any]] = []
+    hits: list[dict[str, np.ndarray]] = []
     for weights in candidates:
         w = np.asarray(weights) / sum(weights)
-        by_lang = {
-            lang: p1_from_scores(sum(wi * s for wi, s in zip(w, sims, strict=True)))
-            for lang, sims in similarities.items()
-        }
+        hits.append(
+            {
+                lang: hits_from_scores(sum(wi * s for wi, s in zip(w, sims, strict=True)))
+                for lang, sims in similarities.items()
+            }
+        )
+        by_lang = {lang: float(h.mean()) for lang, h in hits[-1].items()}
         results.append({"weights": list(weights), "p1": float(np.mean(list(by_lang.values()))), "by_lang": by_lang})
+    chosen = choose(results, hits, rule)
     best = max(range(len(results)), key=lambda i: (results[i]["p1"], -i))
     return {
         "metric": METRIC,
@@ -134,6 +178,8 @@ def select_weights(
         "langs": list(dev),
         "pairs_per_lang": {lang: len(src) for lang, (src, _) in dev.items()},
         "weight_grid": list(grid),
+        "rule": rule,
         "candidates": results,
-        "chosen": results[best],
+        "best": results[best],
+        "chosen": results[chosen],
     }

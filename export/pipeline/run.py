@@ -305,6 +305,8 @@ def _ensemble(config: PipelineConfig, exported: dict[str, Built], log: StepLog) 
         "weight_grid": spec.weight_grid if spec.weights == "dev" else None,
         "dev": {"langs": list(langs), "data_dir": str(_data_dir(config).resolve()), "limit": config.data_limit},
     }
+    if spec.selection != "best":  # only then, so that runs made before the option keep their step digests
+        inputs["selection"] = spec.selection
 
     def work(_: str) -> dict[str, Any]:
         (repo / SELECTION_FILE).unlink(missing_ok=True)
@@ -328,14 +330,15 @@ def _dev_weights(
 
     assert config.ensemble is not None
     dev = _limit_retrieval(load_retrieval_dev(_data_dir(config), langs), config)
-    selection = select_weights(repo, config.ensemble.members, config.ensemble.weight_grid, dev)
-    chosen = selection["chosen"]
+    spec = config.ensemble
+    selection = select_weights(repo, spec.members, spec.weight_grid, dev, rule=spec.selection)
+    chosen, best = selection["chosen"], selection["best"]
     kept = [(m, w) for m, w in zip(config.ensemble.members, chosen["weights"], strict=True) if w > 0]
     selection["ensemble_members"] = [m for m, _ in kept]
     write_json_atomic(repo / SELECTION_FILE, selection)
     log.say(
-        f"fusion weights on dev: {len(selection['candidates'])} candidates, best P@1 {chosen['p1']:.4f} "
-        f"with {dict(kept)}"
+        f"fusion weights on dev: {len(selection['candidates'])} candidates, best P@1 {best['p1']:.4f}; "
+        f"rule {spec.selection}: P@1 {chosen['p1']:.4f} with {dict(kept)}"
     )
     return [m for m, _ in kept], [w for _, w in kept]
 

@@ -127,7 +127,8 @@ def test_dev_weights_are_chosen_by_a_grid_that_the_service_would_reproduce(built
     assert selection["members"] == ["base", "upos", "chunk", "soup"]
     assert len(selection["candidates"]) == 2**4 - 1  # grid [0, 1]: every non-empty subset
     best = max(c["p1"] for c in selection["candidates"])
-    assert selection["chosen"]["p1"] == best
+    assert selection["rule"] == "best" and selection["chosen"]["p1"] == selection["best"]["p1"] == best
+    assert all(c["within_noise"] == (c["gap_to_best"] <= 1.96 * c["se_to_best"]) for c in selection["candidates"])
     ensemble = read_json(out / "repo" / "ensemble.json")
     kept = [(m, w) for m, w in zip(selection["members"], selection["chosen"]["weights"], strict=True) if w > 0]
     assert ensemble["members"] == [m for m, _ in kept] and ensemble["fusion"]["weights"] == [w for _, w in kept]
@@ -141,6 +142,24 @@ def test_dev_weights_are_chosen_by_a_grid_that_the_service_would_reproduce(built
         return fuse_concat([e.forward(e.tokenizer.encode(texts)) for e in encoders], weights)
 
     assert p_at_1(fused(src), fused(tgt)) == pytest.approx(selection["chosen"]["by_lang"]["de"])
+
+
+def test_the_noise_rule_picks_the_fewest_members_among_those_close_to_the_best(
+    built: tuple[Path, StepLog], tmp_path: Path
+) -> None:
+    from export.pipeline.fusion_dev import select_weights
+
+    repo = Path(shutil.copytree(built[0] / "repo", tmp_path / "repo"))
+    src, tgt = load_retrieval_dev(DATA, ["de"])["de"]
+    dev = {"de": (src[:16], tgt[:16])}
+    members = ["base", "upos", "chunk", "soup"]
+    plain = select_weights(repo, members, [0, 1], dev, workers=1)
+    ruled = select_weights(repo, members, [0, 1], dev, workers=1, rule="smallest-within-noise")
+    assert ruled["best"] == plain["chosen"] == plain["best"]  # same scores, only the choice differs
+    close = [c for c in ruled["candidates"] if c["within_noise"]]
+    fewest = min(sum(w > 0 for w in c["weights"]) for c in close)
+    assert ruled["chosen"] in close and sum(w > 0 for w in ruled["chosen"]["weights"]) == fewest
+    assert ruled["chosen"]["p1"] == max(c["p1"] for c in close if sum(w > 0 for w in c["weights"]) == fewest)
 
 
 def test_members_embedded_side_by_side_give_what_one_at_a_time_gives(
