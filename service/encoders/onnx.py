@@ -9,6 +9,7 @@ first request.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,8 @@ from service.encoders.base import Tokenizer
 from service.encoders.call_cost import DEFAULT_CALL_COST, CallCost, calibrate, cost_buckets
 from service.errors import StartupError
 from service.repository import Member
+
+logger = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -67,7 +70,10 @@ def preload_cuda_libraries() -> None:
     global _preloaded
     preload = getattr(ort, "preload_dlls", None)
     if not _preloaded and preload is not None:
-        preload()
+        try:
+            preload()
+        except Exception as exc:  # a broken library must not stop start-up: the session check reports the provider
+            logger.warning("onnxruntime.preload_dlls failed (%s); relying on the system's library path", exc)
     _preloaded = True
 
 

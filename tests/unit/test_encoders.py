@@ -227,6 +227,16 @@ def test_cuda_libraries_are_preloaded_once_and_only_for_cuda(monkeypatch: pytest
     assert calls == [1]
 
 
+def test_a_failing_preload_does_not_stop_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> None:
+        raise OSError("libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.setattr(onnx_backend, "_preloaded", False)
+    monkeypatch.setattr(ort, "preload_dlls", broken, raising=False)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert onnx_backend.choose_providers("auto", Path("m")) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
 def test_fake_encoder_is_deterministic_unit_norm_and_counts_calls() -> None:
     tok = byte_tokenizer(max_length=16)
     a, b = FakeEncoder("a", 8, tok), FakeEncoder("b", 8, tok)
