@@ -29,16 +29,19 @@ def test_cpu_slice_reuses_the_study_steps() -> None:
     assert {"xpos", "multi", "sts", "nli"} <= set(study.tasks)
 
 
-def test_levers_change_one_knob_of_the_study_upos_each() -> None:
-    """levers.yaml compares against syntactic.yaml's upos without retraining it: only the named knob may differ."""
+def test_levers_change_one_knob_of_a_study_member_each() -> None:
+    """levers.yaml compares against syntactic.yaml's members without retraining them: one knob differs each."""
     study, levers = load_config(CONFIGS / "syntactic.yaml"), load_config(CONFIGS / "levers.yaml")
-    upos = dataclasses.asdict(study.tasks["upos"])
-    expected = {"upos_lambda0": {"retention_lambda": 0.0}, "upos_top4": {"train_layers": "top:4"}}
-    expected["upos_lora"] = {"train_layers": "lora"}
+    expected = {
+        "upos_lambda0": ("upos", {"retention_lambda": 0.0}),
+        "upos_top4": ("upos", {"train_layers": "top:4"}),
+        "upos_lora": ("upos", {"train_layers": "lora"}),
+        "deps_lambda0": ("deps", {"retention_lambda": 0.0}),
+    }
     assert set(levers.tasks) == set(expected)
     assert levers.out != study.out and levers.base == study.base
-    for name, changed in expected.items():
-        knobs = dataclasses.asdict(levers.tasks[name])
+    for name, (reference, changed) in expected.items():
+        knobs, study_knobs = dataclasses.asdict(levers.tasks[name]), dataclasses.asdict(study.tasks[reference])
         # eval_full_base only says whether to also score the untouched base: a report knob, not a training one
-        differing = {key: knobs[key] for key in knobs if knobs[key] != upos[key] and key != "eval_full_base"}
+        differing = {k: knobs[k] for k in knobs if knobs[k] != study_knobs[k] and k != "eval_full_base"}
         assert differing == changed, name
