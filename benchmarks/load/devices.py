@@ -29,6 +29,7 @@ from benchmarks.load.texts import load_sentences
 from benchmarks.retrieval import tatoeba
 from benchmarks.retrieval.errors import BenchmarkError
 from service.encoders.onnx import DEFAULT_DISABLED_OPTIMIZERS, OnnxEncoder
+from service.ensemble import l2_normalize
 from service.errors import StartupError
 from service.repository import Member, MemberSpec, read_json
 
@@ -67,14 +68,17 @@ def load_member(repo: Path, name: str) -> Member:
 
 
 def embed(encoder: OnnxEncoder, texts: list[str], batch_size: int) -> np.ndarray:
-    """Embeddings in input order, computed over length-sorted batches (as the service's bucketing would)."""
+    """Unit vectors in input order, computed over length-sorted batches (as the service's bucketing would).
+
+    Normalised here as the service's fusion does, so Tatoeba's inner-product search is cosine even for a
+    member exported without in-graph normalisation."""
     ids = encoder.tokenizer.encode(texts)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = np.empty((len(ids), encoder.dim), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         out[rows] = encoder.forward([ids[i] for i in rows])
-    return out
+    return l2_normalize(out)
 
 
 def throughput(encoder: OnnxEncoder, texts: list[str], batch_size: int, seconds: float) -> dict[str, float]:
