@@ -37,6 +37,24 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, EPS)).astype(np.float32, copy=False)
 
 
+def embed_texts(encoder: Encoder, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """Unit vectors from one member in input order, run as length-sorted batches (little padding).
+
+    For offline callers that hold a whole text list (the pipeline's dev selection, the device benchmark);
+    the service itself batches through its micro-batcher instead.
+    """
+    ids = encoder.tokenizer.encode(texts)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = np.zeros((len(texts), 0), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        vectors = l2_normalize(encoder.forward([ids[i] for i in rows]))
+        if out.shape[1] == 0:
+            out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+        out[rows] = vectors
+    return out
+
+
 def normalized_weights(weights: Sequence[float]) -> np.ndarray:
     """Weights scaled to sum to one, so fused scores stay in the cosine range."""
     w = np.asarray(weights, dtype=np.float64)

@@ -29,7 +29,7 @@ from benchmarks.load.texts import load_sentences
 from benchmarks.retrieval import tatoeba
 from benchmarks.retrieval.errors import BenchmarkError
 from service.encoders.onnx import DEFAULT_DISABLED_OPTIMIZERS, OnnxEncoder
-from service.ensemble import l2_normalize
+from service.ensemble import embed_texts
 from service.errors import StartupError
 from service.repository import Member, MemberSpec, read_json
 
@@ -67,20 +67,6 @@ def load_member(repo: Path, name: str) -> Member:
     return Member(MemberSpec.from_json(read_json(manifest), str(manifest)), folder)
 
 
-def embed(encoder: OnnxEncoder, texts: list[str], batch_size: int) -> np.ndarray:
-    """Unit vectors in input order, computed over length-sorted batches (as the service's bucketing would).
-
-    Normalised here as the service's fusion does, so Tatoeba's inner-product search is cosine even for a
-    member exported without in-graph normalisation."""
-    ids = encoder.tokenizer.encode(texts)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = np.empty((len(ids), encoder.dim), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        out[rows] = encoder.forward([ids[i] for i in rows])
-    return l2_normalize(out)
-
-
 def throughput(encoder: OnnxEncoder, texts: list[str], batch_size: int, seconds: float) -> dict[str, float]:
     """Sentences/s and mean ms per call over sorted batches, stopping after `seconds` (one batch of warm-up).
 
@@ -110,7 +96,7 @@ def tatoeba_scores(
     for language in tqdm(languages, desc=f"tatoeba {encoder.name}", leave=False):
         pair = tatoeba.load_pair(data_dir, language)
         xx_hits, en_hits = tatoeba.evaluate(
-            embed(encoder, pair.xx, batch_size), embed(encoder, pair.en, batch_size), pair.gold
+            embed_texts(encoder, pair.xx, batch_size), embed_texts(encoder, pair.en, batch_size), pair.gold
         )
         per_language[language.iso3] = {"xx_en": 100 * float(xx_hits.mean()), "en_xx": 100 * float(en_hits.mean())}
     return {
@@ -137,12 +123,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             disabled_optimizers=tuple(args.disabled_optimizers),
         )
         encoder.warmup()
-        vectors = embed(encoder, parity_texts, 32)
+        vectors = embed_texts(encoder, parity_texts, 32)  # unit vectors, so a row-wise dot product is the cosine
         if reference is None:
             reference = vectors
-        cosine = (vectors * reference).sum(1) / np.maximum(
-            np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1), 1e-12
-        )
+        cosine = (vectors * reference).sum(1)
         row: dict[str, Any] = {
             "config": config.label,
             "provider": encoder.describe()["provider"],

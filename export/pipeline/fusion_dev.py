@@ -31,7 +31,7 @@ from tqdm import tqdm
 from export.repository_writer import write_ensemble
 from service.encoders import load_encoders
 from service.encoders.base import Encoder
-from service.ensemble import l2_normalize
+from service.ensemble import embed_texts
 from service.repository import load_repository
 
 MAX_CANDIDATES = 4096
@@ -63,20 +63,6 @@ def candidate_weights(n_members: int, grid: Sequence[float]) -> list[tuple[float
         if key not in seen:
             seen.add(key)
             out.append(tuple(float(w) for w in weights))
-    return out
-
-
-def embed_texts(encoder: Encoder, texts: list[str]) -> np.ndarray:
-    """Unit vectors from one member, batched by length like the service's micro-batcher."""
-    ids = encoder.tokenizer.encode(texts)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = np.zeros((len(texts), 0), dtype=np.float32)
-    for start in range(0, len(order), EMBED_BATCH):
-        rows = order[start : start + EMBED_BATCH]
-        vectors = l2_normalize(encoder.forward([ids[i] for i in rows]))
-        if out.shape[1] == 0:
-            out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
-        out[rows] = vectors
     return out
 
 
@@ -127,7 +113,7 @@ def _embed_members(encoders: list[Encoder], texts: list[str], workers: int) -> l
     with tqdm(total=len(encoders), desc=desc, unit="member") as bar, ThreadPoolExecutor(max_workers=workers) as pool:
 
         def one(encoder: Encoder) -> np.ndarray:
-            vectors = embed_texts(encoder, texts)
+            vectors = embed_texts(encoder, texts, EMBED_BATCH)
             bar.update(1)
             return vectors
 
