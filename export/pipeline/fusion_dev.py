@@ -85,8 +85,9 @@ def paired_standard_error(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarra
     return float(np.sqrt(sum(variances)) / len(variances))
 
 
-def choose(results: list[dict[str, Any]], hits: list[dict[str, np.ndarray]], rule: str) -> int:
-    """Index of the chosen candidate under `rule`; annotates each result with its gap and error to the best."""
+def choose(results: list[dict[str, Any]], hits: list[dict[str, np.ndarray]], rule: str) -> tuple[int, int]:
+    """Indices of the best and of the chosen candidate under `rule`; annotates each result with its gap and
+    error to the best."""
     if rule not in SELECTION_RULES:
         raise FusionSelectionError(f"selection rule {rule!r} not in {SELECTION_RULES}")
     best = max(range(len(results)), key=lambda i: (results[i]["p1"], -i))
@@ -96,9 +97,9 @@ def choose(results: list[dict[str, Any]], hits: list[dict[str, np.ndarray]], rul
         result["se_to_best"] = se
         result["within_noise"] = result["gap_to_best"] <= Z_95 * se
     if rule == "best":
-        return best
+        return best, best
     close = [i for i, result in enumerate(results) if result["within_noise"]]
-    return min(close, key=lambda i: (sum(w > 0 for w in results[i]["weights"]), -results[i]["p1"], i))
+    return best, min(close, key=lambda i: (sum(w > 0 for w in results[i]["weights"]), -results[i]["p1"], i))
 
 
 def _embed_members(encoders: list[Encoder], texts: list[str], workers: int) -> list[np.ndarray]:
@@ -156,8 +157,7 @@ def select_weights(
         )
         by_lang = {lang: float(h.mean()) for lang, h in hits[-1].items()}
         results.append({"weights": list(weights), "p1": float(np.mean(list(by_lang.values()))), "by_lang": by_lang})
-    chosen = choose(results, hits, rule)
-    best = max(range(len(results)), key=lambda i: (results[i]["p1"], -i))
+    best, chosen = choose(results, hits, rule)
     return {
         "metric": METRIC,
         "members": members,

@@ -44,8 +44,8 @@ def candidates(gap_hits: int, n: int = 200) -> tuple[list[dict[str, Any]], list[
 
 def test_best_takes_the_highest_p1_and_the_rule_the_smallest_within_noise() -> None:
     results, hits = candidates(gap_hits=3)  # 1.5 points below the pair, SE ~0.86 points: within noise
-    assert choose(results, hits, "best") == 1
-    assert choose(results, hits, "smallest-within-noise") == 0
+    assert choose(results, hits, "best") == (1, 1)
+    assert choose(results, hits, "smallest-within-noise") == (1, 0)
     assert results[0]["within_noise"] and not results[2]["within_noise"]
     assert results[1]["gap_to_best"] == 0.0 and results[1]["within_noise"]
     assert results[0]["gap_to_best"] == pytest.approx(0.015)
@@ -54,7 +54,7 @@ def test_best_takes_the_highest_p1_and_the_rule_the_smallest_within_noise() -> N
 
 def test_a_single_member_clearly_worse_leaves_the_ensemble_chosen() -> None:
     results, hits = candidates(gap_hits=20)  # 10 points below: far outside the noise
-    assert choose(results, hits, "smallest-within-noise") == 1
+    assert choose(results, hits, "smallest-within-noise") == (1, 1)
     assert not results[0]["within_noise"]
 
 
