@@ -41,18 +41,15 @@ DEFAULT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 def choose_providers(device: Device, where: Path) -> list[str]:
     """Execution providers for `device`; an explicit cuda that cannot be had is a start-up error."""
     available = ort.get_available_providers()
-    if device == "cuda":
-        if CUDA not in available:
-            raise StartupError(
-                f"{where}: device 'cuda' requested but onnxruntime offers only {available} "
-                "(install onnxruntime-gpu with a matching CUDA, or use device 'auto' or 'cpu')"
-            )
-        preload_cuda_libraries()
-        return [CUDA, CPU]
-    if device == "auto" and CUDA in available:
-        preload_cuda_libraries()
-        return [CUDA, CPU]
-    return [CPU]
+    if device == "cuda" and CUDA not in available:
+        raise StartupError(
+            f"{where}: device 'cuda' requested but onnxruntime offers only {available} "
+            "(install onnxruntime-gpu with a matching CUDA, or use device 'auto' or 'cpu')"
+        )
+    if device == "cpu" or CUDA not in available:
+        return [CPU]
+    preload_cuda_libraries()
+    return [CUDA, CPU]
 
 
 _preloaded = False
