@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from export.pipeline.config import load_config
+from export.train.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "export" / "configs"
 
 
-@pytest.mark.parametrize("name", ["syntactic.yaml", "syntactic-cpu.yaml", "pilot.yaml", "tiny.yaml"])
+@pytest.mark.parametrize("name", ["syntactic.yaml", "syntactic-cpu.yaml", "pilot.yaml", "tiny.yaml", "lambda0.yaml"])
 def test_shipped_config_parses(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert config.tasks and config.ensemble is not None
@@ -29,6 +30,13 @@ def test_cpu_slice_reuses_the_study_steps() -> None:
     assert {"xpos", "multi", "sts", "nli"} <= set(study.tasks)
 
 
+def _differing(knobs: TrainConfig, reference: TrainConfig) -> dict[str, object]:
+    """The training knobs of two TaskConfigs that differ; eval_full_base only says whether the untouched base is
+    also scored (a report knob, not a training one)."""
+    mine, theirs = dataclasses.asdict(knobs), dataclasses.asdict(reference)
+    return {k: mine[k] for k in mine if mine[k] != theirs[k] and k != "eval_full_base"}
+
+
 def test_levers_change_one_knob_of_a_study_member_each() -> None:
     """levers.yaml compares against syntactic.yaml's members without retraining them: one knob differs each."""
     study, levers = load_config(CONFIGS / "syntactic.yaml"), load_config(CONFIGS / "levers.yaml")
@@ -41,7 +49,22 @@ def test_levers_change_one_knob_of_a_study_member_each() -> None:
     assert set(levers.tasks) == set(expected)
     assert levers.out != study.out and levers.base == study.base
     for name, (reference, changed) in expected.items():
-        knobs, study_knobs = dataclasses.asdict(levers.tasks[name]), dataclasses.asdict(study.tasks[reference])
-        # eval_full_base only says whether to also score the untouched base: a report knob, not a training one
-        differing = {k: knobs[k] for k in knobs if knobs[k] != study_knobs[k] and k != "eval_full_base"}
-        assert differing == changed, name
+        assert _differing(levers.tasks[name], study.tasks[reference]) == changed, name
+
+
+def test_lambda0_study_is_the_syntactic_study_without_retention() -> None:
+    """lambda0.yaml's candidates are syntactic.yaml's members with retention_lambda 0 and nothing else changed,
+    its seed repeats differ from them in the seed alone, and its pre-registered rule is the study's."""
+    study, lambda0 = load_config(CONFIGS / "syntactic.yaml"), load_config(CONFIGS / "lambda0.yaml")
+    assert lambda0.out != study.out and lambda0.base == study.base
+    assert lambda0.ensemble is not None and study.ensemble is not None
+    candidates = [m for m in lambda0.ensemble.members if m != "base"]
+    assert candidates == ["upos", "deps", "chunk", "ccg", "xpos"]
+    for name in candidates:
+        assert _differing(lambda0.tasks[name], study.tasks[name]) == {"retention_lambda": 0.0}, name
+    for name in ("upos_seed1", "deps_seed1"):
+        reference = lambda0.tasks[name.removesuffix("_seed1")]
+        assert _differing(lambda0.tasks[name], reference) == {"seed": 1}, name
+    assert set(lambda0.tasks) == {*candidates, "upos_seed1", "deps_seed1"}
+    assert lambda0.ensemble.selection == study.ensemble.selection == "smallest-within-noise"
+    assert lambda0.ensemble.fusion == study.ensemble.fusion and lambda0.ensemble.weight_grid == [0, 1]
