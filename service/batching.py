@@ -11,6 +11,7 @@ about models: items, a cost per item and a synchronous `run_batch` are all it se
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -161,7 +162,10 @@ class MicroBatcher(GroupDispatcher[_Entry[T, R]], Generic[T, R]):
         if self._metrics is not None:
             self._metrics.batch_size.observe(len(batch))
             self._metrics.batch_tokens.observe(len(batch) * max(e.cost for e in batch))
+        started = time.perf_counter()
         results = await self._in_worker(self._run_batch, [e.item for e in batch])
+        if self._metrics is not None:
+            self._metrics.batch_seconds.observe(time.perf_counter() - started)
         if len(results) != len(batch):
             raise RuntimeError(f"{self._name}: run_batch returned {len(results)} results for {len(batch)} items")
         return results

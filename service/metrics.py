@@ -41,6 +41,13 @@ class Metrics:
             buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
             registry=self.registry,
         )
+        self.batch_seconds = Histogram(
+            "xret_batch_seconds",
+            "Wall time of each encoder batch in its worker thread; the sum over a period divided by the period "
+            "is how busy the encoders were (below 1 per batch in flight: they waited for work).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "xret_queue_texts",
             "Texts waiting in the micro-batch queue.",

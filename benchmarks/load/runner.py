@@ -144,6 +144,9 @@ async def run_load(
         **summarize(samples, elapsed),
         "server": watch.summary(),
     }
+    busy = record["server"].get("encoder_busy_s")
+    if busy is not None and elapsed > 0:  # seconds of encoder batches per second of run (1.0 = never idle)
+        record["server"]["encoder_busy_fraction"] = round(busy / elapsed, 3)
     if spec.mode == "open":
         record["offered_rps"] = spec.rate
     return record

@@ -1,9 +1,10 @@
 """Server-side figures of a run: xret's /metrics scraped before and after, and polled during it.
 
 Client latency says how slow; these say why: how large the encoder batches really were, how many
-padded tokens each carried, whether the queue filled, how often the cache answered, and where the
-server spent its time per stage. Counters and histograms are differenced (after - before), so the
-figures belong to the measured phase only; the queue gauge is polled because only its peak matters.
+padded tokens each carried, how long the encoders were busy against the run's length (did they wait for
+work?), whether the queue filled, how often the cache answered, and where the server spent its time per
+stage. Counters and histograms are differenced (after - before), so the figures belong to the measured
+phase only; the queue gauge is polled because only its peak matters.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def summarize_server(before: Scrape, after: Scrape, queue_peak: float | None = N
             requests[f"{labels['transport']}:{labels['method']}:{labels['outcome']}"] = round(n)
     return {
         "batch_texts": _histogram(before, after, "xret_batch_texts"),
+        "batch_seconds": _histogram(before, after, "xret_batch_seconds"),
+        "encoder_busy_s": round(_delta(before, after, "xret_batch_seconds_sum"), 3),
         "batch_padded_tokens": _histogram(before, after, "xret_batch_padded_tokens"),
         "queue_peak_texts": queue_peak,
         "rejected_texts": round(_delta(before, after, "xret_rejected_total")),

@@ -136,6 +136,26 @@ def test_overload_rejects_at_once_and_recovers() -> None:
     assert metrics.registry.get_sample_value("xret_queue_texts") == 0
 
 
+def test_busy_time_is_the_time_batches_ran() -> None:
+    """xret_batch_seconds sums each batch's run in its worker: the encoder's busy time, what a load test
+    divides by its duration to tell an encoder that waited for work from one that never stopped."""
+    recorder = Recorder(delay_s=0.05)
+    metrics = Metrics()
+
+    async def main() -> None:
+        batcher = make(recorder, max_wait_ms=0, metrics=metrics)
+        await batcher.start()
+        for text in ("a", "b", "c"):
+            await batcher.submit([text])
+        await asyncio.sleep(0.1)  # idle: not counted
+        await batcher.stop()
+
+    run(main())
+    assert metrics.registry.get_sample_value("xret_batch_seconds_count") == 3
+    busy = metrics.registry.get_sample_value("xret_batch_seconds_sum")
+    assert busy is not None and 0.15 <= busy < 0.3
+
+
 def test_cancelled_request_items_are_not_run_and_free_the_queue() -> None:
     recorder = Recorder()
     recorder.gate.clear()

@@ -246,6 +246,8 @@ def test_metrics_scraper_reads_what_the_service_exports() -> None:
     metrics.requests.labels("rest", "/v1/embeddings", "ok").inc(7)
     metrics.requests.labels("rest", "/metrics", "ok").inc(3)
     metrics.rejected.inc(2)
+    metrics.batch_seconds.observe(0.25)
+    metrics.batch_seconds.observe(0.5)
     metrics.queue_depth.set(9)
     after = parse_metrics(generate_latest(metrics.registry).decode())
     assert after["xret_queue_texts"] == 9.0
@@ -263,6 +265,7 @@ def test_metrics_scraper_reads_what_the_service_exports() -> None:
     assert out["requests"] == {"rest:/v1/embeddings:ok": 7}
     assert out["rejected_texts"] == 2
     assert out["queue_peak_texts"] == 9.0
+    assert out["encoder_busy_s"] == 0.75 and out["batch_seconds"]["count"] == 2
     assert summarize_server({}, {"process_cpu_seconds_total": 1.0}) == {}  # not xret: nothing to say
 
 
