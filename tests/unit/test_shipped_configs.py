@@ -13,7 +13,9 @@ from export.train.config import TrainConfig
 CONFIGS = Path(__file__).resolve().parents[2] / "export" / "configs"
 
 
-@pytest.mark.parametrize("name", ["syntactic.yaml", "syntactic-cpu.yaml", "pilot.yaml", "tiny.yaml", "lambda0.yaml"])
+@pytest.mark.parametrize(
+    "name", ["syntactic.yaml", "syntactic-cpu.yaml", "pilot.yaml", "tiny.yaml", "lambda0.yaml", "gpu-smoke.yaml"]
+)
 def test_shipped_config_parses(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert config.tasks and config.ensemble is not None
