@@ -30,7 +30,7 @@ from export.onnx_export import (
 from service.encoders.base import Tokenizer
 from service.encoders.onnx import pad_batch
 from service.errors import StartupError
-from service.repository import MemberSpec, read_json, sha256_file, write_json_atomic
+from service.repository import MemberSpec, RepositoryError, load_member, sha256_file, write_json_atomic
 
 QUANT_MODES = ("int8", "fp16")
 MODE_LABELS = {"int8": "int8-dynamic", "fp16": "fp16"}  # what member.json records: the mode and how it was applied
@@ -117,21 +117,10 @@ def quantize_member(
 
 def _source_spec(members_dir: Path, member: str) -> MemberSpec:
     """The source member's validated spec, with its graph and tokenizer matching their recorded sha256."""
-    source_dir = members_dir / member
-    manifest = source_dir / "member.json"
-    if not manifest.is_file():
-        known = sorted(path.parent.name for path in members_dir.glob("*/member.json"))
-        raise QuantizeError(
-            f"unknown member {member!r} in {members_dir.parent} (members: {', '.join(known) or 'none'})"
-        )
-    spec = MemberSpec.from_json(read_json(manifest), str(manifest))
-    files = ((source_dir / "model.onnx", spec.onnx_sha256), (source_dir / "tokenizer.json", spec.tokenizer_sha256))
-    for path, expected in files:
-        if not path.is_file():
-            raise QuantizeError(f"{path}: file missing")
-        if sha256_file(path) != expected:
-            raise QuantizeError(f"{path}: sha256 does not match member.json (file changed after export?)")
-    return spec
+    try:
+        return load_member(members_dir.parent, member).spec
+    except RepositoryError as exc:
+        raise QuantizeError(str(exc)) from None
 
 
 def _int8_graph(source: Path, target: Path) -> None:

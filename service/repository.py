@@ -219,17 +219,10 @@ def load_repository(root: str | Path, verify_hashes: bool = True) -> Repository:
     ensemble = EnsembleSpec.from_json(read_json(ensemble_path), str(ensemble_path))
     members: list[Member] = []
     for name in ensemble.members:
-        directory = root / "members" / name
-        member_path = directory / "member.json"
-        spec = MemberSpec.from_json(read_json(member_path), str(member_path))
-        if spec.name != name:
-            raise RepositoryError(f"{member_path}: name {spec.name!r} but ensemble.json lists {name!r}")
-        member = Member(spec=spec, directory=directory)
-        for path, expected in ((member.onnx_path, spec.onnx_sha256), (member.tokenizer_path, spec.tokenizer_sha256)):
-            if not path.is_file():
-                raise RepositoryError(f"{path}: file missing")
-            if verify_hashes and sha256_file(path) != expected:
-                raise RepositoryError(f"{path}: sha256 does not match member.json (file changed after export?)")
+        member = load_member(root, name, verify_hashes)
+        if member.spec.name != name:
+            path = member.directory / "member.json"
+            raise RepositoryError(f"{path}: name {member.spec.name!r} but ensemble.json lists {name!r}")
         members.append(member)
     dims = [m.spec.dim for m in members]
     method = ensemble.fusion.method
@@ -241,6 +234,26 @@ def load_repository(root: str | Path, verify_hashes: bool = True) -> Repository:
             f"{ensemble_path}: dim {ensemble.dim} but fusion {method!r} of member dims {dims} gives {expected_dim}"
         )
     return Repository(root=root, ensemble=ensemble, members=members, fingerprint=fingerprint_of(ensemble, members))
+
+
+def load_member(root: str | Path, name: str, verify_hashes: bool = True) -> Member:
+    """Any member folder of a repository, listed in ensemble.json or not (a quantised copy usually is not),
+    with its files present and matching their recorded sha256."""
+    directory = Path(root) / "members" / name
+    member_path = directory / "member.json"
+    if not member_path.is_file():
+        known = sorted(p.parent.name for p in (Path(root) / "members").glob("*/member.json"))
+        raise RepositoryError(
+            f"{member_path}: file missing: no member {name!r} in {root} (members: {', '.join(known) or 'none'})"
+        )
+    spec = MemberSpec.from_json(read_json(member_path), str(member_path))
+    member = Member(spec=spec, directory=directory)
+    for path, expected in ((member.onnx_path, spec.onnx_sha256), (member.tokenizer_path, spec.tokenizer_sha256)):
+        if not path.is_file():
+            raise RepositoryError(f"{path}: file missing")
+        if verify_hashes and sha256_file(path) != expected:
+            raise RepositoryError(f"{path}: sha256 does not match member.json (file changed after export?)")
+    return member
 
 
 def fingerprint_of(ensemble: EnsembleSpec, members: list[Member]) -> str:

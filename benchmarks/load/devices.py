@@ -28,10 +28,11 @@ from tqdm import tqdm
 from benchmarks.load.texts import load_sentences
 from benchmarks.retrieval import tatoeba
 from benchmarks.retrieval.errors import BenchmarkError
+from service import repository
 from service.encoders.onnx import DEFAULT_DISABLED_OPTIMIZERS, OnnxEncoder
 from service.ensemble import embed_texts
 from service.errors import StartupError
-from service.repository import Member, MemberSpec, read_json
+from service.repository import Member, RepositoryError
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_BATCH_SIZES = (1, 32, 256)
@@ -59,12 +60,10 @@ class Config:
 
 def load_member(repo: Path, name: str) -> Member:
     """Any member folder of `repo`, served or not (an fp16 copy is usually not in ensemble.json)."""
-    folder = repo / "members" / name
-    manifest = folder / "member.json"
-    if not manifest.is_file():
-        known = sorted(p.parent.name for p in (repo / "members").glob("*/member.json"))
-        raise SystemExit(f"{repo}: no member {name!r} (members: {', '.join(known) or 'none'})")
-    return Member(MemberSpec.from_json(read_json(manifest), str(manifest)), folder)
+    try:
+        return repository.load_member(repo, name)
+    except RepositoryError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def throughput(encoder: OnnxEncoder, texts: list[str], batch_size: int, seconds: float) -> dict[str, float]:

@@ -143,7 +143,7 @@ def _cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_cli_refuses_an_unknown_member(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = _cli_error(["quantize", "--repo", str(repo), "--member", "nope"], capsys)
-    assert "unknown member 'nope'" in err and "tiny0, tiny1" in err
+    assert "no member 'nope'" in err and "tiny0, tiny1" in err
     assert _members(repo) == ["tiny0", "tiny1"]
 
 
