@@ -37,7 +37,9 @@ from service.repository import load_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 INDEXED = 2000  # real Tatoeba sentences indexed for the search runs (search cost at this size is small)
-PEER_CONFIGS = ((32, 1), (4, 32), (1, 32))  # (concurrency, texts per request): the two targets and c=1
+# (concurrency, texts per request): the 32 x 1 target; 32-text requests with two in the queue (4) and with
+# the queue kept full (16), where the batcher can pick texts of similar length out of ~500 waiting; and c=1
+PEER_CONFIGS = ((32, 1), (4, 32), (16, 32), (1, 32))
 REDIS_DB_URL = "redis://127.0.0.1:6379/12"  # a database of its own: flushed before a cold run
 XRET_PACKAGES = ("onnxruntime", "numpy", "tokenizers", "faiss-cpu", "fastapi", "uvicorn", "grpcio", "httpx")
 PEER_PACKAGES = (

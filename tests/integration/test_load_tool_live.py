@@ -134,7 +134,7 @@ def test_fixes_scenario_compares_every_variant_and_the_int8_member(
     """Scenario `fixes` end to end on the tiny model: every serving variant, int8, and both search modes."""
     import shutil
 
-    from benchmarks.load.scenarios import Setup, run_scenario
+    from benchmarks.load.scenarios import PEER_CONFIGS, Setup, run_scenario
     from export.quantize import quantize_member
     from export.repository_writer import write_ensemble
 
@@ -159,7 +159,7 @@ def test_fixes_scenario_compares_every_variant_and_the_int8_member(
     assert record["infinity_problem"].startswith("peers' python not found")
     systems = {(r["system"], r["concurrency"], r["texts_per_request"]) for r in record["runs"]}
     variants = [f"xret-{name}" for name in ("before", "no-spin", "slack", "no-sln", "default", "threads1-c2", "int8")]
-    assert systems == {(v, c, n) for v in variants for c, n in ((32, 1), (4, 32), (1, 32))}
+    assert systems == {(v, c, n) for v in variants for c, n in PEER_CONFIGS}
     assert all(r["ok"] > 0 and not r["errors"] for r in record["runs"])
     assert set(record["ceiling"]) == {"fp32", "int8"} and all(v > 0 for v in record["ceiling"].values())
     search = record["search"]
