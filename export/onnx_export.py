@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from export.graph_fusion import fuse_gelu
+from export.packed_export import PackedPooledEncoder, example_feed, packed_parity, unpadded_rows
+from export.packed_export import dynamic_shapes as packed_dynamic_shapes
 from service.encoders.onnx import pad_batch
 from service.repository import MemberSpec, sha256_file, write_json_atomic
 
@@ -139,10 +141,14 @@ def resolve_layer(layer: int, num_layers: int) -> int:
 _POSITION_OFFSET_TYPES = ("xlm-roberta", "roberta", "camembert")
 
 
+def position_offset(config: Any) -> int:
+    """Index of the first position embedding a text uses (fairseq-style models skip padding_idx + 1)."""
+    return int(config.pad_token_id) + 1 if config.model_type in _POSITION_OFFSET_TYPES else 0
+
+
 def check_max_length(config: Any, max_length: int) -> None:
     """Refuse a max_length the position table cannot hold: the service would crash on the first long text."""
-    offset = int(config.pad_token_id) + 1 if config.model_type in _POSITION_OFFSET_TYPES else 0
-    capacity = int(config.max_position_embeddings) - offset
+    capacity = int(config.max_position_embeddings) - position_offset(config)
     if not 1 <= max_length <= capacity:
         raise ExportError(f"max_length {max_length} outside 1..{capacity}, the tokens this encoder's positions hold")
 
@@ -168,10 +174,13 @@ def export_member(
     tolerance: float = 1e-4,
     training: dict[str, Any] | None = None,
     fuse: bool = True,
+    packed: bool = False,
 ) -> MemberSpec:
     """Export `checkpoint` (an HF encoder folder) as member `name` of the repository at `out_dir`.
 
     `fuse` rewrites the graph's GELU into fused nodes (export/graph_fusion.py) before parity is checked.
+    `packed` writes the graph that takes several texts per row (export/packed_export.py); its parity is
+    checked text by text against the same padded PyTorch reference.
 
     The member is built in a staging folder and moved into `members/<name>` only after parity passed, so a
     failed export never leaves a half-valid member behind. Parity compares onnxruntime against the *uncut*
@@ -201,14 +210,25 @@ def export_member(
             reference = [_reference_embeddings(model, ids, mask, resolved, normalize) for ids, mask in batches]
         truncate_layers(model, resolved)
         onnx_path = staging / "model.onnx"
-        example = (batches[0][0][:2], batches[0][1][:2])
-        _export_graph(PooledEncoder(model, normalize).eval(), example, onnx_path)
+        pad_id = _pad_id(tokenizer_path)
+        if packed:
+            texts_ids = unpadded_rows(batches)
+            module: nn.Module = PackedPooledEncoder(model, normalize, position_offset(model.config))
+            _export_graph(module.eval(), example_feed(texts_ids, pad_id), onnx_path, packed_dynamic_shapes())
+        else:
+            ids, mask = (torch.from_numpy(a[:2]) for a in batches[0])
+            batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+            shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+            feed = {"input_ids": ids, "attention_mask": mask}
+            _export_graph(PooledEncoder(model, normalize).eval(), feed, onnx_path, shapes)
         fusions = (
-            fuse_gelu(onnx_path, int(model.config.num_attention_heads), int(model.config.hidden_size))
-            if fuse
-            else {}
+            fuse_gelu(onnx_path, int(model.config.num_attention_heads), int(model.config.hidden_size)) if fuse else {}
         )
-        max_diff, dim = _parity(onnx_path, batches, reference, name)
+        if packed:
+            flat = np.concatenate(reference)
+            max_diff, dim = packed_parity(onnx_path, texts_ids, flat, pad_id), int(flat.shape[1])
+        else:
+            max_diff, dim = _parity(onnx_path, batches, reference, name)
         if max_diff > tolerance:
             raise ExportParityError(
                 f"member {name!r}: onnxruntime differs from PyTorch by {max_diff:.3g} (max abs) on "
@@ -229,6 +249,7 @@ def export_member(
             parity_max_abs_diff=max_diff,
             training=dict(training or {}),
             graph_fusions=fusions,
+            graph_inputs="packed" if packed else "padded",
         )
         write_json_atomic(staging / "member.json", spec.to_json())
     return spec
@@ -315,7 +336,16 @@ def _reference_embeddings(
     return pooled.numpy()
 
 
-def _export_graph(module: PooledEncoder, example: Batch, path: Path) -> None:
+def _pad_id(tokenizer_path: Path) -> int:
+    from tokenizers import Tokenizer
+
+    pad_id = Tokenizer.from_file(str(tokenizer_path)).token_to_id("<pad>")
+    return 0 if pad_id is None else int(pad_id)
+
+
+def _export_graph(
+    module: nn.Module, feed: dict[str, torch.Tensor], path: Path, dynamic_shapes: dict[str, dict[int, Any]]
+) -> None:
     """Export with the dynamo (torch.export) exporter.
 
     Why dynamo and not the legacy TorchScript tracer: on torch 2.13 the tracer bakes transformers'
@@ -326,8 +356,6 @@ def _export_graph(module: PooledEncoder, example: Batch, path: Path) -> None:
     external_data=False keeps one self-contained model.onnx whose sha256 covers all weights (the base
     models we serve are well under protobuf's 2 GB limit).
     """
-    ids, mask = (torch.from_numpy(a) for a in example)
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     with torch.no_grad(), warnings.catch_warnings():
         # both inputs share the axes, so the exporter reports (harmlessly) that it reuses one name per axis
         warnings.filterwarnings("ignore", message=r".*axis name.*will not be used")
@@ -335,13 +363,13 @@ def _export_graph(module: PooledEncoder, example: Batch, path: Path) -> None:
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*LeafSpec.*")
         torch.onnx.export(
             module,
-            (ids, mask),
+            tuple(feed.values()),
             str(path),
-            input_names=list(INPUT_NAMES),
+            input_names=list(feed),
             output_names=[OUTPUT_NAME],
             opset_version=OPSET,
             dynamo=True,
-            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            dynamic_shapes=dynamic_shapes,
             external_data=False,
             verbose=False,
         )

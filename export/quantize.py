@@ -80,6 +80,11 @@ def quantize_member(
     members_dir = repo / "members"
     source_dir = members_dir / member
     spec = _source_spec(members_dir, member)
+    if spec.graph_inputs != "padded":
+        raise QuantizeError(
+            f"member {member!r} has a {spec.graph_inputs} graph; quantisation handles padded graphs only "
+            "(quantise a member exported without --packed)"
+        )
     if spec.quantization:
         raise QuantizeError(
             f"member {member!r} is already quantised ({spec.quantization.get('mode')} of "

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.encoders.packing import DEFAULT_PACK_TOKENS
+
 
 class Settings(BaseSettings):
     """Service settings; defaults are sized for a 2-core CPU machine."""
@@ -62,6 +64,14 @@ class Settings(BaseSettings):
     )
     padding_slack: float = Field(
         0.25, ge=0, description="bucketing=slack: padded tokens allowed per real token, minus one."
+    )
+    pack_tokens: int = Field(
+        DEFAULT_PACK_TOKENS,
+        ge=1,
+        description=(
+            "Packed members only (exported with --packed): tokens per row, each row holding several texts "
+            "kept apart by the graph. A longer text gets a row of its own. Rows are cut into calls as `bucketing` says."
+        ),
     )
     ort_disabled_optimizers: str = Field(
         "SkipLayerNormFusion",

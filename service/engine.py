@@ -114,6 +114,7 @@ class Engine:
             padding_slack=s.padding_slack,
             bucketing=s.bucketing,
             disabled_optimizers=s.disabled_optimizers,
+            pack_tokens=s.pack_tokens,
         )
         self._ensemble = Ensemble(encoders, fusion.method, fusion.resolved_weights(len(encoders)))
         self._index = SentenceIndex.open(

@@ -4,6 +4,7 @@ A repository is a folder::
 
     ensemble.json                      members (in order), fusion, output dim, tool versions
     members/<name>/model.onnx          input_ids, attention_mask -> sentence_embedding [batch, dim]
+                                       (or several texts per row: member.json graph_inputs "packed")
     members/<name>/tokenizer.json      Hugging Face fast tokenizer
     members/<name>/member.json         how the member was made and how to feed it
 
@@ -24,6 +25,7 @@ from service.errors import StartupError
 
 SCHEMA_VERSION = 1
 FUSION_METHODS = ("concat", "mean", "rrf", "score_sum")
+GRAPH_INPUTS = ("padded", "packed")
 
 
 class RepositoryError(StartupError):
@@ -72,6 +74,9 @@ class MemberSpec:
     quantization: dict[str, Any] = field(default_factory=dict)
     # fused node counts written at export (export/graph_fusion.py), e.g. {"BiasGelu": 12}
     graph_fusions: dict[str, int] = field(default_factory=dict)
+    # "padded": input_ids, attention_mask -> [batch, dim]; "packed": several texts per row
+    # (service/encoders/packing.py) -> [rows, texts per row, dim]
+    graph_inputs: str = "padded"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +95,8 @@ class MemberSpec:
             raise RepositoryError(f"{where}: dim must be a positive integer, got {spec.dim!r}")
         if spec.pooling != "mean":
             raise RepositoryError(f"{where}: unsupported pooling {spec.pooling!r} (only 'mean')")
+        if spec.graph_inputs not in GRAPH_INPUTS:
+            raise RepositoryError(f"{where}: graph_inputs {spec.graph_inputs!r} must be one of {GRAPH_INPUTS}")
         return spec
 
 

@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from service.encoders.base import Tokenizer
 from service.encoders.call_cost import DEFAULT_CALL_COST, CallCost, calibrate, cost_buckets
+from service.encoders.packing import DEFAULT_PACK_TOKENS, PACKED_INPUTS, pack_rows, packed_feed, unpack
 from service.errors import StartupError
 from service.repository import Member
 
@@ -74,23 +75,31 @@ def preload_cuda_libraries() -> None:
     _preloaded = True
 
 
-def check_contract(session: ort.InferenceSession, dim: int, where: Path) -> None:
-    """Inputs input_ids, attention_mask (int64, rank 2) -> sentence_embedding float [batch, dim]."""
+def check_contract(session: ort.InferenceSession, dim: int, where: Path, graph_inputs: str = "padded") -> None:
+    """padded: input_ids, attention_mask (int64, rank 2) -> sentence_embedding float [batch, dim];
+    packed: input_ids, position_ids, segment_ids (int64, rank 2), pool (float, rank 3) -> [rows, slots, dim]."""
+    packed = graph_inputs == "packed"
+    expected = PACKED_INPUTS if packed else INPUTS
     inputs = {i.name: i for i in session.get_inputs()}
-    if set(inputs) != set(INPUTS):
-        raise StartupError(f"{where}: model inputs are {sorted(inputs)}, the repository contract needs {list(INPUTS)}")
-    for name in INPUTS:
+    if set(inputs) != set(expected):
+        raise StartupError(
+            f"{where}: model inputs are {sorted(inputs)}, but member.json says graph_inputs {graph_inputs!r}, "
+            f"whose contract needs {list(expected)}"
+        )
+    for name in expected:
         arg = inputs[name]
-        if arg.type != "tensor(int64)" or len(arg.shape) != 2:
-            raise StartupError(f"{where}: input {name} is {arg.type} {arg.shape}, expected tensor(int64) [batch, seq]")
+        want = ("tensor(float)", 3) if name == "pool" else ("tensor(int64)", 2)
+        if (arg.type, len(arg.shape)) != want:
+            raise StartupError(f"{where}: input {name} is {arg.type} {arg.shape}, expected {want[0]} of rank {want[1]}")
     outputs = {o.name: o for o in session.get_outputs()}
     if OUTPUT not in outputs:
         raise StartupError(f"{where}: model outputs are {sorted(outputs)}, the repository contract needs '{OUTPUT}'")
     out = outputs[OUTPUT]
-    if out.type != "tensor(float)" or len(out.shape) != 2:
-        raise StartupError(f"{where}: output {OUTPUT} is {out.type} {out.shape}, expected tensor(float) [batch, dim]")
-    if isinstance(out.shape[1], int) and out.shape[1] != dim:
-        raise StartupError(f"{where}: output {OUTPUT} has dim {out.shape[1]} but member.json says {dim}")
+    rank = 3 if packed else 2
+    if out.type != "tensor(float)" or len(out.shape) != rank:
+        raise StartupError(f"{where}: output {OUTPUT} is {out.type} {out.shape}, expected tensor(float) of rank {rank}")
+    if isinstance(out.shape[-1], int) and out.shape[-1] != dim:
+        raise StartupError(f"{where}: output {OUTPUT} has dim {out.shape[-1]} but member.json says {dim}")
 
 
 def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,11 +176,16 @@ class OnnxEncoder:
         padding_slack: float = 0.25,
         bucketing: Bucketing = "cost",
         disabled_optimizers: tuple[str, ...] = DEFAULT_DISABLED_OPTIMIZERS,
+        pack_tokens: int = DEFAULT_PACK_TOKENS,
     ) -> None:
         """`spinning` lets idle pool threads spin-wait for work: lower latency per call, but on a small
         machine they burn the cores the event loop and the other members need (see Settings.ort_spinning).
         `bucketing` says how a batch is cut into session calls: by predicted run time (`cost`, calibrated
-        at warm-up), by a padding bound (`slack`, see `length_buckets`) or not at all (`none`)."""
+        at warm-up), by a padding bound (`slack`, see `length_buckets`) or not at all (`none`).
+        A packed member (member.json graph_inputs "packed") first fills rows of up to `pack_tokens` tokens with
+        several texts each (service/encoders/packing.py); the rows are then cut into calls the same way."""
+        if pack_tokens < 1:
+            raise StartupError(f"pack_tokens must be >= 1, got {pack_tokens}")
         spec = member.spec
         self.name = spec.name
         self.dim = spec.dim
@@ -184,6 +198,8 @@ class OnnxEncoder:
         self._padding_slack = padding_slack
         self._bucketing: Bucketing = bucketing
         self._disabled_optimizers = tuple(disabled_optimizers)
+        self.packed = spec.graph_inputs == "packed"
+        self.pack_tokens = pack_tokens
         self.call_cost: CallCost = DEFAULT_CALL_COST
         providers = choose_providers(device, self.path)
         try:
@@ -195,12 +211,14 @@ class OnnxEncoder:
                 f"{self.path}: device 'cuda' requested but onnxruntime fell back to "
                 f"{self._session.get_providers()} (CUDA/cuDNN libraries missing?)"
             )
-        check_contract(self._session, self.dim, self.path)
+        check_contract(self._session, self.dim, self.path, spec.graph_inputs)
 
     def forward(self, ids: list[list[int]]) -> np.ndarray:
         """Embeddings of a batch, run as groups of similar length (see `bucketing`) and put back in order."""
         if not ids:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.packed:
+            return self._forward_packed(ids)
         groups = self.buckets([len(row) for row in ids])
         if len(groups) == 1:
             return self._run(ids)
@@ -217,7 +235,28 @@ class OnnxEncoder:
             return length_buckets(lengths, self._padding_slack)
         return [list(range(len(lengths)))] if lengths else []
 
+    def _forward_packed(self, ids: list[list[int]]) -> np.ndarray:
+        """Texts packed into rows, rows cut into calls like texts are (a row's cost is its token count)."""
+        rows = pack_rows([len(row) for row in ids], self.pack_tokens)
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for group in self.buckets([sum(len(ids[i]) for i in row) for row in rows]):
+            picked = [rows[g] for g in group]
+            texts = [i for row in picked for i in row]
+            renumbered: list[list[int]] = []
+            start = 0
+            for row in picked:
+                renumbered.append(list(range(start, start + len(row))))
+                start += len(row)
+            out[texts] = self._run_packed([ids[i] for i in texts], renumbered)
+        return out
+
+    def _run_packed(self, ids: list[list[int]], rows: list[list[int]]) -> np.ndarray:
+        (out,) = self._session.run([OUTPUT], packed_feed(ids, rows, self.tokenizer.pad_id))
+        return unpack(np.asarray(out, dtype=np.float32), rows, len(ids))
+
     def _run(self, ids: list[list[int]]) -> np.ndarray:
+        if self.packed:  # one text per row: what calibration times for a call of this shape
+            return self._run_packed(ids, [[i] for i in range(len(ids))])
         input_ids, mask = pad_batch(ids, self.tokenizer.pad_id)
         (out,) = self._session.run([OUTPUT], {"input_ids": input_ids, "attention_mask": mask})
         return np.asarray(out, dtype=np.float32)
@@ -258,6 +297,8 @@ class OnnxEncoder:
             "inter_op_threads": 1,
             "ort_spinning": self.spinning,
             "bucketing": self._bucketing,
+            "graph_inputs": "packed" if self.packed else "padded",
+            "pack_tokens": self.pack_tokens if self.packed else None,
             "padding_slack": self._padding_slack,
             "call_cost_s": self.call_cost.as_dict(),
             "disabled_optimizers": list(self._disabled_optimizers),
