@@ -108,3 +108,16 @@ def test_quantising_a_packed_member_is_refused_by_name(repo: Path, tmp_path: Pat
     with pytest.raises(QuantizeError, match="member 'packed' has a packed graph; quantisation handles padded"):
         quantize_member(copy, "packed")
     assert sorted(p.name for p in (copy / "members").iterdir()) == ["packed", "padded"]
+
+
+def test_the_packing_benchmark_runs_both_members_on_the_same_batches(repo: Path, tmp_path: Path) -> None:
+    from benchmarks.load.packing import compare
+    from export.repository_writer import write_ensemble
+
+    padded, packed = tmp_path / "padded", tmp_path / "packed"
+    for target, member in ((padded, "padded"), (packed, "packed")):
+        shutil.copytree(repo, target)
+        write_ensemble(target, [member], method="concat")
+    result = compare(padded, packed, TEXTS * 4, batch=8, rows=[16, 64], trials=3)
+    assert set(result["sentences_per_s"]) == {"padded", "packed16", "packed64"}
+    assert all(rate > 0 for rate in result["sentences_per_s"].values()) and result["vs_padded"]["padded"] == 1.0
