@@ -29,7 +29,6 @@ from service.repository import MemberSpec, sha256_file, write_json_atomic
 
 OPSET = 18  # the dynamo exporter's minimum; anything >= 17 serves LayerNormalization natively
 OUTPUT_NAME = "sentence_embedding"
-INPUT_NAMES = ("input_ids", "attention_mask")
 # A member name becomes a folder name and a key in metrics/logs: keep it to a safe, portable alphabet.
 MEMBER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -337,6 +336,7 @@ def _reference_embeddings(
 
 
 def _pad_id(tokenizer_path: Path) -> int:
+    """The pad id the service will use (`<pad>` of tokenizer.json, else 0), as `_tokenize_batches` pads."""
     from tokenizers import Tokenizer
 
     pad_id = Tokenizer.from_file(str(tokenizer_path)).token_to_id("<pad>")
