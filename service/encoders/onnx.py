@@ -240,23 +240,17 @@ class OnnxEncoder:
         rows = pack_rows([len(row) for row in ids], self.pack_tokens)
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         for group in self.buckets([sum(len(ids[i]) for i in row) for row in rows]):
-            picked = [rows[g] for g in group]
-            texts = [i for row in picked for i in row]
-            renumbered: list[list[int]] = []
-            start = 0
-            for row in picked:
-                renumbered.append(list(range(start, start + len(row))))
-                start += len(row)
-            out[texts] = self._run_packed([ids[i] for i in texts], renumbered)
+            self._run_packed(ids, [rows[g] for g in group], out)
         return out
 
-    def _run_packed(self, ids: list[list[int]], rows: list[list[int]]) -> np.ndarray:
+    def _run_packed(self, ids: list[list[int]], rows: list[list[int]], into: np.ndarray) -> np.ndarray:
+        """One call over `rows` (indices into `ids`); their vectors land in `into` at those indices."""
         (out,) = self._session.run([OUTPUT], packed_feed(ids, rows, self.tokenizer.pad_id))
-        return unpack(np.asarray(out, dtype=np.float32), rows, len(ids))
+        return unpack(np.asarray(out, dtype=np.float32), rows, into)
 
     def _run(self, ids: list[list[int]]) -> np.ndarray:
         if self.packed:  # one text per row: what calibration times for a call of this shape
-            return self._run_packed(ids, [[i] for i in range(len(ids))])
+            return self._run_packed(ids, [[i] for i in range(len(ids))], np.empty((len(ids), self.dim), np.float32))
         input_ids, mask = pad_batch(ids, self.tokenizer.pad_id)
         (out,) = self._session.run([OUTPUT], {"input_ids": input_ids, "attention_mask": mask})
         return np.asarray(out, dtype=np.float32)

@@ -73,9 +73,8 @@ def packed_feed(ids: list[list[int]], rows: list[list[int]], pad_id: int) -> dic
     return {"input_ids": input_ids, "position_ids": position_ids, "segment_ids": segment_ids, "pool": pool}
 
 
-def unpack(out: np.ndarray, rows: list[list[int]], n: int) -> np.ndarray:
-    """[rows, slots, dim] graph output -> [n, dim] in text order."""
-    vectors = np.empty((n, out.shape[-1]), dtype=np.float32)
+def unpack(out: np.ndarray, rows: list[list[int]], into: np.ndarray) -> np.ndarray:
+    """[rows, slots, dim] graph output written into `into` [texts, dim] at the text indices `rows` hold."""
     for r, row in enumerate(rows):
-        vectors[row] = out[r, : len(row)]
-    return vectors
+        into[row] = out[r, : len(row)]
+    return into

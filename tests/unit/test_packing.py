@@ -53,5 +53,5 @@ def test_feed_numbers_tokens_per_text_and_unpack_restores_order() -> None:
     assert short["input_ids"][0].tolist() == [20, 1, 1, 1, 1] and short["segment_ids"][0].tolist() == [1, 0, 0, 0, 0]
     assert short["pool"][0, 1].sum() == 0  # the second slot of a one-text row is empty
     out = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)  # [rows, slots, dim]
-    vectors = unpack(out, rows, 4)
+    vectors = unpack(out, rows, np.full((4, 3), np.nan, dtype=np.float32))
     assert vectors.tolist() == [out[1, 0].tolist(), out[0, 1].tolist(), out[1, 1].tolist(), out[0, 0].tolist()]
