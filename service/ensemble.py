@@ -45,13 +45,10 @@ def embed_texts(encoder: Encoder, texts: list[str], batch_size: int = 64) -> np.
     """
     ids = encoder.tokenizer.encode(texts)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = np.zeros((len(texts), 0), dtype=np.float32)
+    out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        vectors = l2_normalize(encoder.forward([ids[i] for i in rows]))
-        if out.shape[1] == 0:
-            out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
-        out[rows] = vectors
+        out[rows] = l2_normalize(encoder.forward([ids[i] for i in rows]))
     return out
 
 
