@@ -14,7 +14,16 @@ CONFIGS = Path(__file__).resolve().parents[2] / "export" / "configs"
 
 
 @pytest.mark.parametrize(
-    "name", ["syntactic.yaml", "syntactic-cpu.yaml", "pilot.yaml", "tiny.yaml", "lambda0.yaml", "gpu-smoke.yaml"]
+    "name",
+    [
+        "syntactic.yaml",
+        "syntactic-cpu.yaml",
+        "pilot.yaml",
+        "tiny.yaml",
+        "lambda0.yaml",
+        "gpu-smoke.yaml",
+        "deps-seeds.yaml",
+    ],
 )
 def test_shipped_config_parses(name: str) -> None:
     config = load_config(CONFIGS / name)
@@ -70,3 +79,18 @@ def test_lambda0_study_is_the_syntactic_study_without_retention() -> None:
     assert set(lambda0.tasks) == {*candidates, "upos_seed1", "deps_seed1"}
     assert lambda0.ensemble.selection == study.ensemble.selection == "smallest-within-noise"
     assert lambda0.ensemble.fusion == study.ensemble.fusion and lambda0.ensemble.weight_grid == [0, 1]
+
+
+def test_deps_seeds_repeat_the_lambda0_deps_member_with_other_seeds() -> None:
+    """deps-seeds.yaml's deps is lambda0.yaml's deps knob for knob (so seeds 0 and 1 reproduce stop 12's members),
+    its other tasks differ from it in the seed alone, and its soup averages all four seeds."""
+    lambda0, seeds = load_config(CONFIGS / "lambda0.yaml"), load_config(CONFIGS / "deps-seeds.yaml")
+    assert seeds.out != lambda0.out and seeds.base == lambda0.base
+    assert _differing(seeds.tasks["deps"], lambda0.tasks["deps"]) == {}
+    assert seeds.tasks["deps_seed1"] == lambda0.tasks["deps_seed1"]
+    for seed in (1, 2, 3):
+        assert _differing(seeds.tasks[f"deps_seed{seed}"], seeds.tasks["deps"]) == {"seed": seed}
+    assert seeds.soup is not None and seeds.soup.members == ["deps", "deps_seed1", "deps_seed2", "deps_seed3"]
+    assert seeds.ensemble is not None and seeds.ensemble.members == ["base", *seeds.soup.members, seeds.soup.name]
+    assert lambda0.ensemble is not None
+    assert seeds.ensemble.selection == lambda0.ensemble.selection == "smallest-within-noise"
