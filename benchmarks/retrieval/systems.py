@@ -8,9 +8,11 @@ fused with `service.ensemble.fuse`, the function the engine's `Ensemble.run` cal
 unit vectors again is a no-op on their normalisation, so the result equals the engine's output on the
 full repository (tested), at the cost of one embedding pass per member instead of one per ensemble.
 
-A system spec is `NAME=REPO_DIR[:MEMBER,MEMBER...][@FUSION]`: without members it is the repository's own
-ensemble (its members, fusion and weights); with members it is that subset with uniform weights and the
-repository's fusion method (concat when it has no ensemble.json yet), or FUSION when given. Score-level
+A system spec is `NAME=REPO_DIR[:MEMBER[*WEIGHT],...][@FUSION]`: without members it is the repository's own
+ensemble (its members, fusion and weights); with members it is that subset with the weights given (1 where
+none is) and the repository's fusion method (concat when it has no ensemble.json yet), or FUSION when given.
+Weights let a study score a fixed weighting it registered in advance (the base at 4 beside four seeds of one
+member at 1 each) without writing a repository per weighting. Score-level
 `rrf` is a re-ranking done at search time on the service's candidate list, not an embedding, so it is
 refused here rather than silently scored as summed cosines; `score_sum` is exactly `concat` (see
 service.ensemble) and is scored that way.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -50,23 +53,43 @@ class System:
     repo: Path
     members: tuple[str, ...] | None = None
     fusion: str | None = None
+    weights: tuple[float, ...] | None = None  # with members: one per member; None: uniform
 
     @classmethod
     def parse(cls, name: str, spec: str) -> System:
-        """`REPO_DIR[:m1,m2][@fusion]` -> System; a malformed spec is a BenchmarkError naming it."""
+        """`REPO_DIR[:m1*w1,m2][@fusion]` -> System; a malformed spec is a BenchmarkError naming it."""
         rest, at, fusion = spec.rpartition("@") if "@" in spec else (spec, "", "")
         repo, colon, members_raw = rest.partition(":")
         if not repo or (at and not fusion) or (colon and not members_raw.strip(",")):
-            raise BenchmarkError(f"--system {name}={spec!r}: expected NAME=REPO_DIR[:MEMBER,MEMBER...][@FUSION]")
-        members = tuple(m.strip() for m in members_raw.split(",") if m.strip()) if colon else None
+            raise BenchmarkError(f"--system {name}={spec!r}: expected NAME=REPO_DIR[:MEMBER[*WEIGHT],...][@FUSION]")
+        entries = [m.strip() for m in members_raw.split(",") if m.strip()] if colon else None
+        members = tuple(e.partition("*")[0].strip() for e in entries) if entries is not None else None
         if members is not None and len(set(members)) != len(members):
             raise BenchmarkError(f"--system {name}={spec!r}: a member is listed twice")
+        weights = _weights(name, spec, entries) if entries is not None and any("*" in e for e in entries) else None
         if fusion and fusion not in EMBEDDING_FUSIONS:
             raise BenchmarkError(
                 f"--system {name}={spec!r}: fusion {fusion!r} cannot be benchmarked from embeddings; "
                 f"use one of {EMBEDDING_FUSIONS}"
             )
-        return cls(name=name, repo=Path(repo), members=members, fusion=fusion or None)
+        return cls(name=name, repo=Path(repo), members=members, fusion=fusion or None, weights=weights)
+
+
+def _weights(name: str, spec: str, entries: list[str]) -> tuple[float, ...]:
+    """The `*WEIGHT` of each `MEMBER*WEIGHT` entry (1 where absent); each must be a number > 0."""
+    weights = []
+    for entry in entries:
+        member, star, raw = entry.partition("*")
+        try:
+            weight = float(raw) if star else 1.0
+        except ValueError:
+            weight = float("nan")
+        if not (weight > 0 and math.isfinite(weight)):
+            raise BenchmarkError(
+                f"--system {name}={spec!r}: weight of {member.strip()!r} must be a number > 0, got {raw!r}"
+            )
+        weights.append(weight)
+    return tuple(weights)
 
 
 class SystemEmbedder:
@@ -98,7 +121,12 @@ class SystemEmbedder:
                 "append @concat (summed cosines, the candidates rrf re-ranks) to score it"
             )
         same_ensemble = own is not None and (system.members is None or list(system.members) == list(own.members))
-        self.weights = own.fusion.resolved_weights(len(names)) if own and same_ensemble else [1.0] * len(names)
+        if system.weights is not None:
+            self.weights = list(system.weights)
+        elif own and same_ensemble:
+            self.weights = own.fusion.resolved_weights(len(names))
+        else:
+            self.weights = [1.0] * len(names)
         self.names = names
         self._views = tempfile.TemporaryDirectory(prefix="xret-bench-views-")
         self.members = [

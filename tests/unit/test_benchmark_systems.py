@@ -61,11 +61,31 @@ def test_subsets_share_member_caches_and_mean_fusion_keeps_one_dim(tiny_repo: Pa
         ("{repo}@", "expected NAME=REPO_DIR"),
         ("{repo}:tiny0,tiny0", "listed twice"),
         ("{repo}@rrf", "cannot be benchmarked from embeddings"),
+        ("{repo}:tiny0*x,tiny1", "weight of 'tiny0' must be a number > 0, got 'x'"),
+        ("{repo}:tiny0*0,tiny1", "weight of 'tiny0' must be a number > 0"),
+        ("{repo}:tiny0,tiny1*-2", "weight of 'tiny1' must be a number > 0"),
+        ("{repo}:tiny0*2,tiny0*1", "listed twice"),
     ],
 )
 def test_malformed_specs_are_named(tiny_repo: Path, spec: str, message: str) -> None:
     with pytest.raises(BenchmarkError, match=message):
         System.parse("x", spec.format(repo=tiny_repo))
+
+
+def test_member_weights_scale_each_members_share_of_the_cosine(tiny_repo: Path, tmp_path: Path) -> None:
+    """`MEMBER*W` weights the concatenation the way ensemble.json weights do: cosine = sum w_i cos_i / sum w_i."""
+    cache = tmp_path / "cache"
+    system = System.parse("w", f"{tiny_repo}:tiny0*3,tiny1")
+    assert system.members == ("tiny0", "tiny1") and system.weights == (3.0, 1.0)
+    fused, embedder = asyncio.run(_system_vectors(system, cache))
+    assert embedder.weights == [3.0, 1.0]
+    zero, _ = asyncio.run(_system_vectors(System.parse("zero", f"{tiny_repo}:tiny0"), cache))
+    one, _ = asyncio.run(_system_vectors(System.parse("one", f"{tiny_repo}:tiny1"), cache))
+    expected = 0.75 * (zero @ zero.T) + 0.25 * (one @ one.T)
+    np.testing.assert_allclose(fused @ fused.T, expected, atol=1e-5)
+    unweighted, _ = asyncio.run(_system_vectors(System.parse("u", f"{tiny_repo}:tiny0,tiny1"), cache))
+    assert not np.allclose(fused, unweighted, atol=1e-3)
+    assert System.parse("plain", f"{tiny_repo}:tiny0,tiny1").weights is None
 
 
 def test_unknown_member_lists_what_the_repository_has(tiny_repo: Path) -> None:
