@@ -29,6 +29,7 @@ from export.onnx_export import (
 )
 from service.encoders.base import Tokenizer
 from service.encoders.onnx import pad_batch
+from service.encoders.packing import DEFAULT_PACK_TOKENS, pack_rows, packed_feed, unpack
 from service.errors import StartupError
 from service.repository import MemberSpec, RepositoryError, load_member, sha256_file, write_json_atomic
 
@@ -80,11 +81,6 @@ def quantize_member(
     members_dir = repo / "members"
     source_dir = members_dir / member
     spec = _source_spec(members_dir, member)
-    if spec.graph_inputs != "padded":
-        raise QuantizeError(
-            f"member {member!r} has a {spec.graph_inputs} graph; quantisation handles padded graphs only "
-            "(quantise a member exported without --packed)"
-        )
     if spec.quantization:
         raise QuantizeError(
             f"member {member!r} is already quantised ({spec.quantization.get('mode')} of "
@@ -183,24 +179,53 @@ def _cosines(fp32: Path, quantized: Path, spec: MemberSpec, tokenizer_path: Path
     except StartupError as exc:
         raise QuantizeError(str(exc)) from None
     ids = tokenizer.encode(texts)
-    batches = [pad_batch(ids[i : i + PARITY_BATCH], tokenizer.pad_id) for i in range(0, len(ids), PARITY_BATCH)]
+    feeds = _parity_feeds(ids, spec.graph_inputs, tokenizer.pad_id)
     outputs: list[np.ndarray] = []
     for path in (fp32, quantized):
         try:
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's pybind errors share no useful base class
             raise QuantizeError(f"{path}: onnxruntime cannot load the model ({_one_line(exc)})") from None
-        rows = [session.run([OUTPUT_NAME], {"input_ids": a, "attention_mask": m})[0] for a, m in batches]
-        out = np.concatenate(rows).astype(np.float64)
-        if out.shape != (len(texts), spec.dim) or not np.isfinite(out).all():
+        out = np.full((len(texts), spec.dim), np.nan)
+        for texts_of, feed in feeds:
+            got = np.asarray(session.run([OUTPUT_NAME], feed)[0], dtype=np.float64)
+            try:
+                if spec.graph_inputs == "packed":  # [rows, slots, dim]: one vector per text of a row
+                    unpack(got, texts_of, out)
+                else:
+                    out[texts_of[0]] = got
+            except (ValueError, IndexError):  # numpy's shape mismatch: the graph's output is not [.., dim]
+                raise QuantizeParityError(
+                    f"{path}: output {got.shape} does not hold one {spec.dim}-vector per text"
+                ) from None
+        if not np.isfinite(out).all():
             raise QuantizeParityError(
-                f"{path}: output {out.shape} (finite: {bool(np.isfinite(out).all())}), "
-                f"expected finite ({len(texts)}, {spec.dim})"
+                f"{path}: {int((~np.isfinite(out)).any(axis=1).sum())} texts got no finite vector"
             )
         outputs.append(out)
     ref, got = outputs
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
     return np.asarray((ref * got).sum(axis=1) / np.maximum(norms, 1e-12))
+
+
+def _parity_feeds(
+    ids: list[list[int]], graph_inputs: str, pad_id: int
+) -> list[tuple[list[list[int]], dict[str, np.ndarray]]]:
+    """Batches of PARITY_BATCH texts fed as the service feeds the member: padded, or packed (several a row).
+
+    Each feed comes with the text indices its output rows hold (one list for a padded batch; one list per row
+    for a packed one), so every graph's vectors land at their texts' places whatever the contract.
+    """
+    feeds: list[tuple[list[list[int]], dict[str, np.ndarray]]] = []
+    for start in range(0, len(ids), PARITY_BATCH):
+        chunk = list(range(start, min(start + PARITY_BATCH, len(ids))))
+        if graph_inputs == "packed":
+            rows = [[chunk[i] for i in row] for row in pack_rows([len(ids[i]) for i in chunk], DEFAULT_PACK_TOKENS)]
+            feeds.append((rows, packed_feed(ids, rows, pad_id)))
+        else:
+            input_ids, mask = pad_batch([ids[i] for i in chunk], pad_id)
+            feeds.append(([chunk], {"input_ids": input_ids, "attention_mask": mask}))
+    return feeds
 
 
 def _record(mode: str, member: str, source_sha256: str, low: float, mean: float, n_texts: int) -> dict[str, Any]:

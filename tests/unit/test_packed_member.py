@@ -100,14 +100,24 @@ def test_the_ceiling_runs_a_packed_graph_one_text_per_row(repo: Path) -> None:
     assert packed["padding_share"] == padded["padding_share"]  # the same batches, the same shapes
 
 
-def test_quantising_a_packed_member_is_refused_by_name(repo: Path, tmp_path: Path) -> None:
-    from export.quantize import QuantizeError, quantize_member
+@pytest.mark.parametrize("mode", ["int8", "fp16"])
+def test_a_packed_member_quantises_and_still_packs(repo: Path, tmp_path: Path, mode: str) -> None:
+    """The quantiser's parity check feeds a packed graph packed rows; the new member keeps the packed contract
+    and embeds like the padded member quantised the same way."""
+    from export.quantize import quantize_member
 
     copy = tmp_path / "repo"
     shutil.copytree(repo, copy)
-    with pytest.raises(QuantizeError, match="member 'packed' has a packed graph; quantisation handles padded"):
-        quantize_member(copy, "packed")
-    assert sorted(p.name for p in (copy / "members").iterdir()) == ["packed", "padded"]
+    packed_q = quantize_member(copy, "packed", mode=mode)
+    padded_q = quantize_member(copy, "padded", mode=mode)
+    assert packed_q.graph_inputs == "packed" and padded_q.graph_inputs == "padded"
+    assert packed_q.quantization is not None and packed_q.quantization["min_cosine"] > 0.98
+    write_ensemble(copy, [f"packed-{mode}", f"padded-{mode}"], method="concat")
+    packed, padded = load_encoders(load_repository(copy), device="cpu", threads=1, pack_tokens=40)
+    assert isinstance(packed, OnnxEncoder) and packed.packed
+    ids = packed.tokenizer.encode(TEXTS * 3)
+    cosines = (packed.forward(ids) * padded.forward(ids)).sum(axis=1)
+    assert cosines.min() > 0.98  # both graphs quantised alike; int8's activation scales differ per call
 
 
 def test_the_packing_benchmark_runs_both_members_on_the_same_batches(repo: Path, tmp_path: Path) -> None:
