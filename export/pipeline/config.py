@@ -7,7 +7,7 @@ Layout (every key optional unless marked)::
     cache_dir: artifacts/cache          # where named base sources are converted
     data_dir: null                      # shared data (default: XRET_DATA_DIR, else ../shared/data)
     threads: 1                          # torch CPU threads while training (not part of any step hash)
-    export: {max_length: 512, tolerance: 1e-4}
+    export: {max_length: 512, tolerance: 1e-4, packed: false}   # packed: members take packed rows (--packed)
     data_limit: {train: N, dev: N, test: N, retrieval: N}   # smoke runs only; recorded in member.json
     defaults: {TrainConfig knobs}       # applied to every task
     tasks: {NAME: {TrainConfig knobs}}  # required; `task` defaults to NAME (so variants can share a task)
@@ -43,7 +43,7 @@ TOP_KEYS = (
     "soup",
     "index",
 )
-EXPORT_KEYS = ("max_length", "tolerance")
+EXPORT_KEYS = ("max_length", "tolerance", "packed")
 LIMIT_KEYS = ("train", "dev", "test", "retrieval")
 ENSEMBLE_KEYS = ("members", "fusion", "weights", "weight_grid", "selection")
 SELECTION_RULES = ("best", "smallest-within-noise")  # export.pipeline.fusion_dev's, kept here to stay light
@@ -123,6 +123,8 @@ def parse_config(raw: Any, source: Path, out: Path | None = None) -> PipelineCon
     base = _base(top["base"], where)
     export = _mapping(top.get("export") or {}, where, "export")
     _known(export, EXPORT_KEYS, where, "export.")
+    if not isinstance(export.get("packed", False), bool):
+        raise PipelineConfigError(f"{where}: export.packed = {export['packed']!r}; expected true or false")
     limits = _mapping(top.get("data_limit") or {}, where, "data_limit")
     _known(limits, LIMIT_KEYS, where, "data_limit.")
     for key, value in limits.items():

@@ -229,6 +229,8 @@ def _export_checkpoint(
 
     folder = config.out / "repo" / "members" / name
     prefix = next(iter(config.tasks.values())).text_prefix if name == BASE_MEMBER else _prefix(config, name)
+    # `packed` enters the step's inputs only when the config sets it, so configs written before it existed
+    # keep their step hashes (and their exported members)
     knobs = {"max_length": 512, "tolerance": 1e-4, **config.export}
     inputs = {"source": source.digest, "export": knobs, "layer": layer, "prefix": prefix, "tasks": tasks}
 
@@ -244,6 +246,7 @@ def _export_checkpoint(
             base_model=str(base.result["name"]),
             tolerance=float(knobs["tolerance"]),
             training=training,
+            packed=bool(knobs.get("packed", False)),
         )
         member_json = folder / "member.json"
         payload = MemberSpec.from_json(read_json(member_json), str(member_json)).to_json()

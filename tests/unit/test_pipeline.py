@@ -239,6 +239,24 @@ def test_changing_one_task_reruns_only_that_task_and_what_reads_it(built: tuple[
     load_repository(out / "repo")
 
 
+def test_export_packed_re_exports_every_member_packed_and_trains_nothing(
+    built: tuple[Path, StepLog], tmp_path: Path
+) -> None:
+    """Packed members embed what padded ones do, so dev picks the same ensemble weights from them."""
+    out = tmp_path / "out"
+    shutil.copytree(built[0], out)
+    raw = tiny_raw()
+    raw["export"] = {**(raw.get("export") or {}), "packed": True}
+    log = run(raw, out)
+    assert not [step for step in log.executed if step.startswith(("train:", "soup:"))]
+    assert {"export:upos", "export:chunk", "export:base", "export:soup", "ensemble"} <= set(log.executed)
+    for member in ("base", "upos", "chunk", "soup"):
+        assert read_json(out / "repo" / "members" / member / "member.json")["graph_inputs"] == "packed", member
+    chosen = read_json(out / "repo" / "ensemble.json")["fusion"]
+    assert chosen == read_json(built[0] / "repo" / "ensemble.json")["fusion"]
+    load_repository(out / "repo")
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
@@ -247,6 +265,7 @@ def test_changing_one_task_reruns_only_that_task_and_what_reads_it(built: tuple[
         ({"base": None}, "key 'base' is required"),
         ({"ensembel": {}}, "unknown key ensembel"),
         ({"export": {"max_len": 5}}, "unknown key export.max_len"),
+        ({"export": {"packed": "yes"}}, "export.packed = 'yes'; expected true or false"),
         ({"soup": {"members": ["upos", "nli"]}}, "soup.members ['upos', 'nli']"),
         ({"ensemble": {"members": ["base", "xpos"]}}, "ensemble.members: unknown or repeated ['xpos']"),
     ],
