@@ -138,7 +138,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-PACKED_HELP = "graph takes several texts per row (less padding, fewer calls on mixed lengths)"
+PACKED_HELP = "also write model.packed.onnx, taking several texts per row (less padding, fewer calls on mixed lengths)"
 
 
 def build_parser() -> argparse.ArgumentParser:

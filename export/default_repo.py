@@ -21,7 +21,8 @@ def build_default_repository(
 ) -> Path:
     """Export the base encoder into `repo` unless a valid repository from the same source is there.
 
-    `packed` exports the graph that takes several texts per row (faster on mixed-length batches)."""
+    `packed` also exports model.packed.onnx, the graph that takes several texts per row (faster on
+    mixed-length batches)."""
     from export.onnx_export import export_member
     from export.repository_writer import write_ensemble
     from export.sources.resolve import resolve_source
@@ -33,7 +34,7 @@ def build_default_repository(
         if (
             [m.spec.name for m in existing.members] == [DEFAULT_MEMBER]
             and spec.training.get("built_by") == {"source": source, "layer": layer}
-            and spec.graph_inputs == ("packed" if packed else "padded")
+            and (spec.packed_onnx_sha256 is not None) == packed
         ):
             print(f"model repository {repo} is up to date ({base}, fingerprint {existing.fingerprint})", flush=True)
             return repo

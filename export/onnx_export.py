@@ -25,7 +25,7 @@ from export.graph_fusion import fuse_gelu
 from export.packed_export import PackedPooledEncoder, example_feed, packed_parity, unpadded_rows
 from export.packed_export import dynamic_shapes as packed_dynamic_shapes
 from service.encoders.onnx import pad_batch
-from service.repository import MemberSpec, sha256_file, write_json_atomic
+from service.repository import PACKED_ONNX, MemberSpec, sha256_file, write_json_atomic
 
 OPSET = 18  # the dynamo exporter's minimum; anything >= 17 serves LayerNormalization natively
 OUTPUT_NAME = "sentence_embedding"
@@ -178,8 +178,9 @@ def export_member(
     """Export `checkpoint` (an HF encoder folder) as member `name` of the repository at `out_dir`.
 
     `fuse` rewrites the graph's GELU into fused nodes (export/graph_fusion.py) before parity is checked.
-    `packed` writes the graph that takes several texts per row (export/packed_export.py); its parity is
-    checked text by text against the same padded PyTorch reference.
+    `packed` also writes `model.packed.onnx`, the same weights in a graph that takes several texts per row
+    (export/packed_export.py), which the service runs instead when it packs; its parity is checked text by
+    text against the same PyTorch reference. model.onnx stays the repository contract's padded graph.
 
     The member is built in a staging folder and moved into `members/<name>` only after parity passed, so a
     failed export never leaves a half-valid member behind. Parity compares onnxruntime against the *uncut*
@@ -210,29 +211,26 @@ def export_member(
         truncate_layers(model, resolved)
         onnx_path = staging / "model.onnx"
         pad_id = _pad_id(tokenizer_path)
+        ids, mask = (torch.from_numpy(a[:2]) for a in batches[0])
+        batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+        shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+        feed = {"input_ids": ids, "attention_mask": mask}
+        _export_graph(PooledEncoder(model, normalize).eval(), feed, onnx_path, shapes)
+        heads, hidden = int(model.config.num_attention_heads), int(model.config.hidden_size)
+        fusions = fuse_gelu(onnx_path, heads, hidden) if fuse else {}
+        max_diff, dim = _parity(onnx_path, batches, reference, name)
+        _check_tolerance(name, "model.onnx", max_diff, tolerance, len(texts))
+        packed_sha256, packed_diff = None, None
         if packed:
+            packed_path = staging / PACKED_ONNX
             texts_ids = unpadded_rows(batches)
             module: nn.Module = PackedPooledEncoder(model, normalize, position_offset(model.config))
-            _export_graph(module.eval(), example_feed(texts_ids, pad_id), onnx_path, packed_dynamic_shapes())
-        else:
-            ids, mask = (torch.from_numpy(a[:2]) for a in batches[0])
-            batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-            shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
-            feed = {"input_ids": ids, "attention_mask": mask}
-            _export_graph(PooledEncoder(model, normalize).eval(), feed, onnx_path, shapes)
-        fusions = (
-            fuse_gelu(onnx_path, int(model.config.num_attention_heads), int(model.config.hidden_size)) if fuse else {}
-        )
-        if packed:
-            flat = np.concatenate(reference)
-            max_diff, dim = packed_parity(onnx_path, texts_ids, flat, pad_id), int(flat.shape[1])
-        else:
-            max_diff, dim = _parity(onnx_path, batches, reference, name)
-        if max_diff > tolerance:
-            raise ExportParityError(
-                f"member {name!r}: onnxruntime differs from PyTorch by {max_diff:.3g} (max abs) on "
-                f"{len(texts)} parity texts, above tolerance {tolerance:.3g}"
-            )
+            _export_graph(module.eval(), example_feed(texts_ids, pad_id), packed_path, packed_dynamic_shapes())
+            if fuse:
+                fuse_gelu(packed_path, heads, hidden)
+            packed_diff = packed_parity(packed_path, texts_ids, np.concatenate(reference), pad_id)
+            _check_tolerance(name, PACKED_ONNX, packed_diff, tolerance, len(texts))
+            packed_sha256 = sha256_file(packed_path)
         spec = MemberSpec(
             name=name,
             base_model=base_model,
@@ -248,10 +246,19 @@ def export_member(
             parity_max_abs_diff=max_diff,
             training=dict(training or {}),
             graph_fusions=fusions,
-            graph_inputs="packed" if packed else "padded",
+            packed_onnx_sha256=packed_sha256,
+            packed_parity_max_abs_diff=packed_diff,
         )
         write_json_atomic(staging / "member.json", spec.to_json())
     return spec
+
+
+def _check_tolerance(name: str, graph: str, max_diff: float, tolerance: float, n_texts: int) -> None:
+    if max_diff > tolerance:
+        raise ExportParityError(
+            f"member {name!r}: {graph} differs from PyTorch by {max_diff:.3g} (max abs) on "
+            f"{n_texts} parity texts, above tolerance {tolerance:.3g}"
+        )
 
 
 @contextmanager

@@ -31,7 +31,14 @@ from service.encoders.base import Tokenizer
 from service.encoders.onnx import pad_batch
 from service.encoders.packing import DEFAULT_PACK_TOKENS, pack_rows, packed_feed, unpack
 from service.errors import StartupError
-from service.repository import MemberSpec, RepositoryError, load_member, sha256_file, write_json_atomic
+from service.repository import (
+    PACKED_ONNX,
+    MemberSpec,
+    RepositoryError,
+    load_member,
+    sha256_file,
+    write_json_atomic,
+)
 
 QUANT_MODES = ("int8", "fp16")
 MODE_LABELS = {"int8": "int8-dynamic", "fp16": "fp16"}  # what member.json records: the mode and how it was applied
@@ -91,25 +98,31 @@ def quantize_member(
         raise QuantizeError(f"{final}: member {target!r} already exists (pass --force to replace it)")
 
     with staged_member(members_dir, target) as staging:
-        onnx_path = staging / "model.onnx"
-        CONVERTERS[mode](source_dir / "model.onnx", onnx_path)
         shutil.copyfile(source_dir / "tokenizer.json", staging / "tokenizer.json")
         texts = parity_texts or multilingual_sentences()
-        cosines = _cosines(source_dir / "model.onnx", onnx_path, spec, source_dir / "tokenizer.json", texts)
-        low, mean = float(cosines.min()), float(cosines.mean())
-        if low < min_cosine:
-            worst = texts[int(cosines.argmin())]
-            raise QuantizeParityError(
-                f"member {target!r}: {mode} graph's min cosine to fp32 is {low:.4f} (mean {mean:.4f}) on "
-                f"{len(texts)} parity texts, below --min-cosine {min_cosine} (worst: {worst[:40]!r})"
-            )
+        graphs = ["model.onnx", *([PACKED_ONNX] if spec.packed_onnx_sha256 else [])]
+        found: list[np.ndarray] = []
+        for graph in graphs:  # a packed twin is quantised too, or the service would pack with fp32 weights
+            CONVERTERS[mode](source_dir / graph, staging / graph)
+            packed = graph == PACKED_ONNX
+            cosines = _cosines(source_dir / graph, staging / graph, spec, source_dir / "tokenizer.json", texts, packed)
+            low, mean = float(cosines.min()), float(cosines.mean())
+            if low < min_cosine:
+                worst = texts[int(cosines.argmin())]
+                raise QuantizeParityError(
+                    f"member {target!r}: {mode} {graph}'s min cosine to fp32 is {low:.4f} (mean {mean:.4f}) on "
+                    f"{len(texts)} parity texts, below --min-cosine {min_cosine} (worst: {worst[:40]!r})"
+                )
+            found.append(cosines)
+        low, mean = float(min(c.min() for c in found)), float(found[0].mean())
         quantized = dataclasses.replace(
             spec,
             name=target,
-            onnx_sha256=sha256_file(onnx_path),
+            onnx_sha256=sha256_file(staging / "model.onnx"),
             # measured on the fp32 graph; carrying them over would credit the quantised graph with them
             # (parity_max_abs_diff stays: it is the fp32 graph's ONNX-vs-PyTorch check this one descends from)
             scores={},
+            packed_onnx_sha256=sha256_file(staging / PACKED_ONNX) if spec.packed_onnx_sha256 else None,
             quantization=_record(mode, member, spec.onnx_sha256, low, mean, len(texts)),
         )
         write_json_atomic(staging / "member.json", quantized.to_json())
@@ -163,7 +176,9 @@ def _fp16_graph(source: Path, target: Path) -> None:
 CONVERTERS = {"int8": _int8_graph, "fp16": _fp16_graph}
 
 
-def _cosines(fp32: Path, quantized: Path, spec: MemberSpec, tokenizer_path: Path, texts: list[str]) -> np.ndarray:
+def _cosines(
+    fp32: Path, quantized: Path, spec: MemberSpec, tokenizer_path: Path, texts: list[str], packed: bool
+) -> np.ndarray:
     """Per-text cosine of the quantised and fp32 embeddings, fed exactly as the service feeds the member.
 
     Both run on onnxruntime's CPU provider, which has fp16 kernels too, so the check (and its tests) runs
@@ -179,7 +194,7 @@ def _cosines(fp32: Path, quantized: Path, spec: MemberSpec, tokenizer_path: Path
     except StartupError as exc:
         raise QuantizeError(str(exc)) from None
     ids = tokenizer.encode(texts)
-    feeds = _parity_feeds(ids, spec.graph_inputs, tokenizer.pad_id)
+    feeds = _parity_feeds(ids, packed, tokenizer.pad_id)
     outputs: list[np.ndarray] = []
     for path in (fp32, quantized):
         try:
@@ -190,7 +205,7 @@ def _cosines(fp32: Path, quantized: Path, spec: MemberSpec, tokenizer_path: Path
         for texts_of, feed in feeds:
             got = np.asarray(session.run([OUTPUT_NAME], feed)[0], dtype=np.float64)
             try:
-                if spec.graph_inputs == "packed":  # [rows, slots, dim]: one vector per text of a row
+                if packed:  # [rows, slots, dim]: one vector per text of a row
                     unpack(got, texts_of, out)
                 else:
                     out[texts_of[0]] = got
@@ -209,7 +224,7 @@ def _cosines(fp32: Path, quantized: Path, spec: MemberSpec, tokenizer_path: Path
 
 
 def _parity_feeds(
-    ids: list[list[int]], graph_inputs: str, pad_id: int
+    ids: list[list[int]], packed: bool, pad_id: int
 ) -> list[tuple[list[list[int]], dict[str, np.ndarray]]]:
     """Batches of PARITY_BATCH texts fed as the service feeds the member: padded, or packed (several a row).
 
@@ -219,7 +234,7 @@ def _parity_feeds(
     feeds: list[tuple[list[list[int]], dict[str, np.ndarray]]] = []
     for start in range(0, len(ids), PARITY_BATCH):
         chunk = list(range(start, min(start + PARITY_BATCH, len(ids))))
-        if graph_inputs == "packed":
+        if packed:
             rows = [[chunk[i] for i in row] for row in pack_rows([len(ids[i]) for i in chunk], DEFAULT_PACK_TOKENS)]
             feeds.append((rows, packed_feed(ids, rows, pad_id)))
         else:

@@ -67,10 +67,11 @@ class Settings(BaseSettings):
     )
     pack_tokens: int = Field(
         DEFAULT_PACK_TOKENS,
-        ge=1,
+        ge=0,
         description=(
-            "Packed members only (exported with --packed): tokens per row, each row holding several texts "
-            "kept apart by the graph. A longer text gets a row of its own. Rows are cut into calls as `bucketing` says."
+            "Members exported with --packed (a model.packed.onnx beside model.onnx): tokens per row, each row "
+            "holding several texts kept apart by the graph; a longer text gets a row of its own. Rows are cut into "
+            "calls as `bucketing` says. 0 runs model.onnx, the padded graph, instead."
         ),
     )
     ort_disabled_optimizers: str = Field(

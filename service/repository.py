@@ -4,7 +4,8 @@ A repository is a folder::
 
     ensemble.json                      members (in order), fusion, output dim, tool versions
     members/<name>/model.onnx          input_ids, attention_mask -> sentence_embedding [batch, dim]
-                                       (or several texts per row: member.json graph_inputs "packed")
+    members/<name>/model.packed.onnx   optional: the same weights taking several texts per row
+                                       (service/encoders/packing.py), recorded as packed_onnx_sha256
     members/<name>/tokenizer.json      Hugging Face fast tokenizer
     members/<name>/member.json         how the member was made and how to feed it
 
@@ -25,7 +26,7 @@ from service.errors import StartupError
 
 SCHEMA_VERSION = 1
 FUSION_METHODS = ("concat", "mean", "rrf", "score_sum")
-GRAPH_INPUTS = ("padded", "packed")
+PACKED_ONNX = "model.packed.onnx"
 
 
 class RepositoryError(StartupError):
@@ -74,9 +75,10 @@ class MemberSpec:
     quantization: dict[str, Any] = field(default_factory=dict)
     # fused node counts written at export (export/graph_fusion.py), e.g. {"BiasGelu": 12}
     graph_fusions: dict[str, int] = field(default_factory=dict)
-    # "padded": input_ids, attention_mask -> [batch, dim]; "packed": several texts per row
-    # (service/encoders/packing.py) -> [rows, texts per row, dim]
-    graph_inputs: str = "padded"
+    # set when the member also has model.packed.onnx: several texts per row -> [rows, texts per row, dim]
+    # (service/encoders/packing.py); the service runs it instead of model.onnx when it packs
+    packed_onnx_sha256: str | None = None
+    packed_parity_max_abs_diff: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,8 +97,8 @@ class MemberSpec:
             raise RepositoryError(f"{where}: dim must be a positive integer, got {spec.dim!r}")
         if spec.pooling != "mean":
             raise RepositoryError(f"{where}: unsupported pooling {spec.pooling!r} (only 'mean')")
-        if spec.graph_inputs not in GRAPH_INPUTS:
-            raise RepositoryError(f"{where}: graph_inputs {spec.graph_inputs!r} must be one of {GRAPH_INPUTS}")
+        if spec.packed_onnx_sha256 is not None and not isinstance(spec.packed_onnx_sha256, str):
+            raise RepositoryError(f"{where}: packed_onnx_sha256 must be a hex string or null")
         return spec
 
 
@@ -186,6 +188,11 @@ class Member:
         return self.directory / "model.onnx"
 
     @property
+    def packed_onnx_path(self) -> Path | None:
+        """The packed twin of model.onnx, when the member was exported with one."""
+        return self.directory / PACKED_ONNX if self.spec.packed_onnx_sha256 else None
+
+    @property
     def tokenizer_path(self) -> Path:
         return self.directory / "tokenizer.json"
 
@@ -255,7 +262,10 @@ def load_member(root: str | Path, name: str, verify_hashes: bool = True) -> Memb
         )
     spec = MemberSpec.from_json(read_json(member_path), str(member_path))
     member = Member(spec=spec, directory=directory)
-    for path, expected in ((member.onnx_path, spec.onnx_sha256), (member.tokenizer_path, spec.tokenizer_sha256)):
+    files = [(member.onnx_path, spec.onnx_sha256), (member.tokenizer_path, spec.tokenizer_sha256)]
+    if member.packed_onnx_path is not None and spec.packed_onnx_sha256:
+        files.append((member.packed_onnx_path, spec.packed_onnx_sha256))
+    for path, expected in files:
         if not path.is_file():
             raise RepositoryError(f"{path}: file missing")
         if verify_hashes and sha256_file(path) != expected:

@@ -20,7 +20,6 @@ import onnxruntime as ort
 import tokenizers
 
 from service.encoders.onnx import make_session, pad_batch
-from service.encoders.packing import PACKED_INPUTS, packed_feed
 
 GEMM_SHAPES = ((2048, 2048, 2048), (384, 384, 1536), (384, 1536, 384))
 
@@ -68,11 +67,8 @@ def _session(model_path: Path, threads: int) -> ort.InferenceSession:
     return make_session(model_path, ["CPUExecutionProvider"], threads, spinning=True)
 
 
-def _pad(rows: list[list[int]], pad_id: int, packed: bool = False) -> dict[str, np.ndarray]:
-    """The service's own padding, so the ceiling feeds exactly what xret would. A packed graph gets one text
-    per row: the same shapes and work as the padded graph's batch, so both graphs share one ceiling."""
-    if packed:
-        return packed_feed(rows, [[i] for i in range(len(rows))], pad_id)
+def _pad(rows: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:
+    """The service's own padding, so the ceiling feeds exactly what xret would."""
     ids, mask = pad_batch(rows, pad_id)
     return {"input_ids": ids, "attention_mask": mask}
 
@@ -101,8 +97,7 @@ def ort_ceiling(
     if sort:
         rows.sort(key=len)
     session = _session(model_path, threads)
-    packed = {i.name for i in session.get_inputs()} == set(PACKED_INPUTS)
-    batches = [_pad(rows[i : i + batch_size], pad_id, packed) for i in range(0, len(rows), batch_size)]
+    batches = [_pad(rows[i : i + batch_size], pad_id) for i in range(0, len(rows), batch_size)]
     for feed in batches[:4]:
         session.run([output], feed)
     start = time.perf_counter()

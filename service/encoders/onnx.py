@@ -75,17 +75,15 @@ def preload_cuda_libraries() -> None:
     _preloaded = True
 
 
-def check_contract(session: ort.InferenceSession, dim: int, where: Path, graph_inputs: str = "padded") -> None:
-    """padded: input_ids, attention_mask (int64, rank 2) -> sentence_embedding float [batch, dim];
-    packed: input_ids, position_ids, segment_ids (int64, rank 2), pool (float, rank 3) -> [rows, slots, dim]."""
-    packed = graph_inputs == "packed"
+def check_contract(session: ort.InferenceSession, dim: int, where: Path, packed: bool = False) -> None:
+    """model.onnx: input_ids, attention_mask (int64, rank 2) -> sentence_embedding float [batch, dim];
+    model.packed.onnx: input_ids, position_ids, segment_ids (int64, rank 2), pool (float, rank 3) -> [rows,
+    slots, dim]."""
     expected = PACKED_INPUTS if packed else INPUTS
     inputs = {i.name: i for i in session.get_inputs()}
     if set(inputs) != set(expected):
-        raise StartupError(
-            f"{where}: model inputs are {sorted(inputs)}, but member.json says graph_inputs {graph_inputs!r}, "
-            f"whose contract needs {list(expected)}"
-        )
+        kind = "a packed graph" if packed else "the padded graph"
+        raise StartupError(f"{where}: model inputs are {sorted(inputs)}, but {kind} needs {list(expected)}")
     for name in expected:
         arg = inputs[name]
         want = ("tensor(float)", 3) if name == "pool" else ("tensor(int64)", 2)
@@ -182,14 +180,17 @@ class OnnxEncoder:
         machine they burn the cores the event loop and the other members need (see Settings.ort_spinning).
         `bucketing` says how a batch is cut into session calls: by predicted run time (`cost`, calibrated
         at warm-up), by a padding bound (`slack`, see `length_buckets`) or not at all (`none`).
-        A packed member (member.json graph_inputs "packed") first fills rows of up to `pack_tokens` tokens with
-        several texts each (service/encoders/packing.py); the rows are then cut into calls the same way."""
-        if pack_tokens < 1:
-            raise StartupError(f"pack_tokens must be >= 1, got {pack_tokens}")
+        A member exported with a packed graph (model.packed.onnx) runs that graph when `pack_tokens` > 0: rows
+        of up to `pack_tokens` tokens hold several texts each (service/encoders/packing.py) and are then cut
+        into calls the same way. Without one, or with `pack_tokens` 0, it runs model.onnx."""
+        if pack_tokens < 0:
+            raise StartupError(f"pack_tokens must be >= 0 (0: do not pack), got {pack_tokens}")
         spec = member.spec
         self.name = spec.name
         self.dim = spec.dim
-        self.path = member.onnx_path
+        packed_path = member.packed_onnx_path
+        self.packed = packed_path is not None and pack_tokens > 0
+        self.path = packed_path if packed_path is not None and self.packed else member.onnx_path
         self.tokenizer = tokenizer or Tokenizer(
             member.tokenizer_path, spec.text_prefix, spec.max_length, spec.tokenizer_sha256
         )
@@ -198,7 +199,6 @@ class OnnxEncoder:
         self._padding_slack = padding_slack
         self._bucketing: Bucketing = bucketing
         self._disabled_optimizers = tuple(disabled_optimizers)
-        self.packed = spec.graph_inputs == "packed"
         self.pack_tokens = pack_tokens
         self.call_cost: CallCost = DEFAULT_CALL_COST
         providers = choose_providers(device, self.path)
@@ -211,7 +211,7 @@ class OnnxEncoder:
                 f"{self.path}: device 'cuda' requested but onnxruntime fell back to "
                 f"{self._session.get_providers()} (CUDA/cuDNN libraries missing?)"
             )
-        check_contract(self._session, self.dim, self.path, spec.graph_inputs)
+        check_contract(self._session, self.dim, self.path, self.packed)
 
     def forward(self, ids: list[list[int]]) -> np.ndarray:
         """Embeddings of a batch, run as groups of similar length (see `bucketing`) and put back in order."""
@@ -291,7 +291,7 @@ class OnnxEncoder:
             "inter_op_threads": 1,
             "ort_spinning": self.spinning,
             "bucketing": self._bucketing,
-            "graph_inputs": "packed" if self.packed else "padded",
+            "packed": self.packed,
             "pack_tokens": self.pack_tokens if self.packed else None,
             "padding_slack": self._padding_slack,
             "call_cost_s": self.call_cost.as_dict(),

@@ -239,7 +239,7 @@ def test_changing_one_task_reruns_only_that_task_and_what_reads_it(built: tuple[
     load_repository(out / "repo")
 
 
-def test_export_packed_re_exports_every_member_packed_and_trains_nothing(
+def test_export_packed_re_exports_every_member_with_a_packed_twin_and_trains_nothing(
     built: tuple[Path, StepLog], tmp_path: Path
 ) -> None:
     """Packed members embed what padded ones do, so dev picks the same ensemble weights from them."""
@@ -251,7 +251,7 @@ def test_export_packed_re_exports_every_member_packed_and_trains_nothing(
     assert not [step for step in log.executed if step.startswith(("train:", "soup:"))]
     assert {"export:upos", "export:chunk", "export:base", "export:soup", "ensemble"} <= set(log.executed)
     for member in ("base", "upos", "chunk", "soup"):
-        assert read_json(out / "repo" / "members" / member / "member.json")["graph_inputs"] == "packed", member
+        assert read_json(out / "repo" / "members" / member / "member.json")["packed_onnx_sha256"], member
     chosen = read_json(out / "repo" / "ensemble.json")["fusion"]
     assert chosen == read_json(built[0] / "repo" / "ensemble.json")["fusion"]
     load_repository(out / "repo")

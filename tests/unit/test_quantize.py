@@ -188,7 +188,7 @@ def test_a_quantized_member_is_not_quantized_again(quantized: Path) -> None:
 
 
 def test_parity_below_the_threshold_is_refused_and_leaves_nothing(repo: Path) -> None:
-    pattern = r"member 'tiny0-int8': int8 graph's min cosine .* below --min-cosine 1"
+    pattern = r"member 'tiny0-int8': int8 model\.onnx's min cosine .* below --min-cosine 1"
     with pytest.raises(QuantizeParityError, match=pattern):
         quantize_member(repo, "tiny0", min_cosine=1.0)
     assert _members(repo) == ["tiny0", "tiny1"]
