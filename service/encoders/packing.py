@@ -2,10 +2,11 @@
 
 A padded batch costs `rows x longest` tokens: random 32-text requests of Tatoeba sentences pad a third or
 more of their tokens even when cut into length buckets, and every extra bucket is another session call that
-streams all the weights again. A *packed* member's graph (exported with `--packed`) takes rows that each
-hold several texts one after the other; it keeps them apart itself (each token attends only to tokens of
-its own text, position ids restart per text) and mean-pools each text's tokens, so a packed text's vector is
-the padded graph's vector for it (parity-checked at export). This module plans the rows and builds the
+streams all the weights again. A member exported with `--packed` has, beside model.onnx, a packed graph
+(model.packed.onnx, the same weights) whose rows each hold several texts one after the other; it keeps them
+apart itself (each token attends only to tokens of its own text, position ids restart per text) and
+mean-pools each text's tokens, so a packed text's vector is the padded graph's vector for it (parity-checked
+at export). This module plans the rows and builds the
 arrays; it knows nothing of onnxruntime.
 
 Inputs of a packed graph, all [rows, length] but `pool`:
