@@ -596,6 +596,13 @@ def scenario_clients(setup: Setup) -> dict[str, Any]:
     return run_clients(setup)
 
 
+def scenario_packing(setup: Setup) -> dict[str, Any]:
+    """Packed and padded serving and infinity in interleaved rounds (benchmarks/load/packing_ab.py)."""
+    from benchmarks.load.packing_ab import scenario_packing as run_packing
+
+    return run_packing(setup)
+
+
 SCENARIOS: dict[str, Callable[[Setup], dict[str, Any]]] = {
     "peers": scenario_peers,
     "concurrency": scenario_concurrency,
@@ -605,6 +612,7 @@ SCENARIOS: dict[str, Callable[[Setup], dict[str, Any]]] = {
     "fixes": scenario_fixes,
     "recall": scenario_recall,
     "clients": scenario_clients,
+    "packing": scenario_packing,
 }
 
 

@@ -168,3 +168,36 @@ def test_fixes_scenario_compares_every_variant_and_the_int8_member(
         (s, c) for s in ("search-coalesced", "search-alone") for c in (1, 16)
     }
     assert all(r["ok"] > 0 and not r["errors"] for r in search["runs"])
+
+
+def test_packing_scenario_runs_packed_padded_and_rotates_them_per_round(
+    tiny_checkpoint: Path, tatoeba: Path, tmp_path: Path
+) -> None:
+    """Scenario `packing` end to end on a tiny member with its packed twin: two servers, every round, every load."""
+    from benchmarks.load.packing_ab import LOADS, ROUNDS
+    from benchmarks.load.scenarios import Setup, run_scenario
+    from export.onnx_export import export_member
+    from export.repository_writer import write_ensemble
+    from export.tiny import TINY_MAX_LENGTH
+
+    repo = tmp_path / "repo"
+    export_member(tiny_checkpoint, repo, "tiny", packed=True, max_length=TINY_MAX_LENGTH, base_model="tiny")
+    write_ensemble(repo, ["tiny"])
+    setup = Setup(
+        repo=repo,
+        work=tmp_path / "work",
+        tatoeba=tatoeba,
+        duration_s=0.4,
+        warmup_s=0.1,
+        max_requests=12,
+        peers_python=tmp_path / "no-peers" / "python",
+    )
+    record = json.loads(run_scenario("packing", setup, tmp_path / "out").read_text(encoding="utf-8"))
+    assert record["infinity_problem"].startswith("peers' python not found")
+    runs = record["runs"]
+    assert len(runs) == ROUNDS * len(LOADS) * 2 and all(r["ok"] > 0 and not r["errors"] for r in runs)
+    firsts = [r["system"] for r in runs if r["concurrency"] == LOADS[0][0]][::2]
+    assert firsts == ["xret-packed", "xret-padded", "xret-packed"][:ROUNDS]  # the order rotates per round
+    for concurrency, per_request in LOADS:
+        ratio = record["summary"][f"{concurrency}x{per_request}"]["packed/padded"]
+        assert len(ratio["rounds"]) == ROUNDS and ratio["median"] > 0

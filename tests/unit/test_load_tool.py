@@ -304,3 +304,30 @@ def test_json_encode_benchmark_checks_both_bodies_decode_to_the_same_vectors() -
     np.testing.assert_array_equal(decoded(service_path(vectors)), vectors)
     np.testing.assert_array_equal(decoded(fastapi_default()(vectors)), vectors)
     assert b"0.1," in service_path(vectors)  # float32's shortest form, where float64 writes 0.10000000149011612
+
+
+def test_packing_rounds_pair_systems_within_a_round_only() -> None:
+    from benchmarks.load.packing_ab import summarise
+
+    def run(system: str, round_no: int, texts_per_s: float, concurrency: int = 32, per_request: int = 1) -> dict:
+        record = {"system": system, "round": round_no, "concurrency": concurrency, "texts_per_request": per_request}
+        return record | {"texts_per_s": texts_per_s, "latency_ms": {"p99": 100.0 + round_no}}
+
+    summary = summarise(
+        [
+            run("xret-packed", 0, 300.0),
+            run("xret-padded", 0, 250.0),
+            run("infinity", 0, 200.0),
+            run("xret-packed", 1, 150.0),  # the machine slowed down for the whole round
+            run("xret-padded", 1, 125.0),
+            run("xret-packed", 2, 220.0),  # infinity missing from this round: its ratios leave it out
+            run("xret-padded", 2, 200.0),
+            run("xret-packed", 0, 400.0, concurrency=4, per_request=32),
+            run("xret-padded", 0, 320.0, concurrency=4, per_request=32),
+        ]
+    )
+    one = summary["32x1"]
+    assert one["packed/padded"] == {"rounds": [1.2, 1.2, 1.1], "median": 1.2}
+    assert one["packed/infinity"] == {"rounds": [1.5], "median": 1.5}
+    assert one["xret-packed"] == {"texts_per_s": [300.0, 150.0, 220.0], "p99_ms": [100.0, 101.0, 102.0]}
+    assert summary["4x32"]["packed/padded"]["median"] == 1.25 and "padded/infinity" not in summary["4x32"]

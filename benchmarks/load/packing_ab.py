@@ -1,0 +1,101 @@
+"""Packed against padded serving, and both against infinity, in interleaved rounds: `scenario packing`.
+
+Why a scenario of its own: on this shared 2-core machine the speed of the same loop drifts by a third within
+minutes (stop 13: the bare-onnxruntime ceiling read 323 before and 227 after one `scenario peers` run), so two
+back-to-back scenario runs compare the machine's moods as much as the settings. Here three servers run side
+by side for the whole scenario (idle ones cost nothing): xret serving the member's packed graph
+(`--pack-tokens` PACK_TOKENS), xret serving the same member's model.onnx (`--pack-tokens 0`) and infinity-emb.
+Each round measures every system at each load, in an order rotated per round, and the summary gives each
+round's ratios and their median, so drift moves numerator and denominator alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+from contextlib import ExitStack
+from typing import Any
+
+from benchmarks.load.processes import xret_server
+from benchmarks.load.scenarios import (
+    Setup,
+    _pairs,
+    _peers_ready,
+    closed,
+    fresh_dir,
+    infinity_target,
+    measure,
+    start_infinity,
+)
+from benchmarks.load.targets import make_target
+from service.errors import StartupError
+from service.repository import load_repository
+
+PACK_TOKENS = 64
+LOADS = ((32, 1), (4, 32))  # the issue's two targets: one-text requests, and 32-text requests
+ROUNDS = 3
+# (system, the ratio's numerator, its denominator)
+RATIOS = (("packed/padded", "xret-packed", "xret-padded"), ("packed/infinity", "xret-packed", "infinity"),
+          ("padded/infinity", "xret-padded", "infinity"))  # fmt: skip
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per load: each system's texts/s and p99 per round, each ratio per round and the median of the rounds.
+
+    A ratio is taken inside one round only (both systems measured within a minute of each other); a system
+    missing from a round (infinity not installed) leaves that ratio out rather than pairing across rounds.
+    """
+    by_load: dict[str, dict[int, dict[str, dict[str, Any]]]] = {}
+    for r in runs:
+        key = f"{r['concurrency']}x{r['texts_per_request']}"
+        by_load.setdefault(key, {}).setdefault(r["round"], {})[r["system"]] = r
+    summary: dict[str, Any] = {}
+    for key, rounds in sorted(by_load.items()):
+        systems = sorted({name for found in rounds.values() for name in found})
+        entry: dict[str, Any] = {
+            name: {
+                "texts_per_s": [rounds[n][name]["texts_per_s"] for n in sorted(rounds) if name in rounds[n]],
+                "p99_ms": [rounds[n][name]["latency_ms"]["p99"] for n in sorted(rounds) if name in rounds[n]],
+            }
+            for name in systems
+        }
+        for label, top, bottom in RATIOS:
+            per_round = [
+                round(rounds[n][top]["texts_per_s"] / rounds[n][bottom]["texts_per_s"], 3)
+                for n in sorted(rounds)
+                if top in rounds[n] and bottom in rounds[n] and rounds[n][bottom]["texts_per_s"]
+            ]
+            if per_round:
+                entry[label] = {"rounds": per_round, "median": round(statistics.median(per_round), 3)}
+        summary[key] = entry
+    return summary
+
+
+def scenario_packing(setup: Setup) -> dict[str, Any]:
+    """xret packed, xret padded and infinity, ROUNDS interleaved rounds at each of LOADS."""
+    member = load_repository(setup.repo).members[0]
+    if member.packed_onnx_path is None:
+        raise StartupError(f"{member.directory}: no model.packed.onnx (export the member with --packed)")
+    texts = [t for _, t in _pairs(setup)]
+    problem = _peers_ready(setup)
+    runs: list[dict[str, Any]] = []
+    with ExitStack() as stack:
+        servers = {}
+        for name, pack in (("xret-packed", PACK_TOKENS), ("xret-padded", 0)):
+            log = setup.work / "logs" / f"{name}.log"
+            settings = {"cache_size": "0", "pack_tokens": str(pack)}
+            index = fresh_dir(setup.work / "index" / name)
+            servers[name] = stack.enter_context(xret_server(setup.repo, index, log, settings))
+        infinity = start_infinity(stack, setup)
+        for round_no in range(ROUNDS):
+            for concurrency, per_request in LOADS:
+                order = [*servers, *(["infinity"] if infinity is not None else [])]
+                shift = round_no % len(order)
+                for name in order[shift:] + order[:shift]:
+                    if name == "infinity" and infinity is not None:
+                        target, server = infinity_target(setup, infinity.rest), infinity
+                    else:
+                        server = servers[name]
+                        target = make_target("rest-embed", name=name, url=server.rest, http_client=setup.http_client)
+                    spec = closed(concurrency, setup)
+                    runs.append(measure(target, texts, per_request, spec, setup, server, round=round_no))
+    return {"pack_tokens": PACK_TOKENS, "infinity_problem": problem, "summary": summarise(runs), "runs": runs}
