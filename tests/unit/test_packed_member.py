@@ -138,3 +138,13 @@ def test_the_packing_benchmark_runs_both_graphs_on_the_same_batches(repo: Path, 
     write_ensemble(plain, ["plain"], method="concat")
     with pytest.raises(StartupError, match="no packed graph"):
         compare(plain, TEXTS, batch=4, rows=[16], trials=1)
+
+
+def test_export_cli_writes_the_packed_twin_unless_told_not_to() -> None:
+    from export.__main__ import build_parser
+
+    parser = build_parser()
+    member = ["member", "--checkpoint", "ckpt", "--out", "repo", "--name", "m"]
+    assert parser.parse_args(["base"]).packed is True and parser.parse_args(member).packed is True
+    assert parser.parse_args(["base", "--no-packed"]).packed is False
+    assert parser.parse_args([*member, "--no-packed"]).packed is False
