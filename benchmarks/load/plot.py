@@ -126,4 +126,32 @@ def plot_scenario(name: str, path: Path, out: Path) -> Path:
     """The plot a scenario's JSON gets: recall against search time for `recall`, else latency against throughput."""
     if name == "recall":
         return plot_recall(path, out)
+    if name == "packing":
+        return plot_rounds(path, out)
     return plot_latency_throughput([path], out)
+
+
+def plot_rounds(path: Path, out: Path) -> Path:
+    """`scenario packing`: texts/s per round, one panel per load, one line per system.
+
+    Rounds, not concurrency, on the x axis: the scenario's point is that the machine's speed drifts between
+    rounds, so the lines should move together and the gaps between them are what the ratios measure.
+    """
+    summary = json.loads(path.read_text(encoding="utf-8"))["summary"]
+    fig, axes = plt.subplots(1, len(summary), figsize=(5 * len(summary), 4), squeeze=False)
+    for ax, (load, entry) in zip(axes[0], sorted(summary.items()), strict=True):
+        for system, values in sorted(entry.items()):
+            if "texts_per_s" in values:
+                rounds = range(1, len(values["texts_per_s"]) + 1)
+                ax.plot(rounds, values["texts_per_s"], marker="o", label=system)
+        ratios = ", ".join(f"{k} {v['median']}" for k, v in sorted(entry.items()) if "median" in v)
+        ax.set_title(f"{load} (medians: {ratios})", fontsize=8)
+        ax.set_xticks(range(1, 1 + max(len(v.get("texts_per_s", [])) for v in entry.values())))
+        ax.set_xlabel("round")
+        ax.set_ylabel("texts/s")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -306,7 +306,7 @@ def test_json_encode_benchmark_checks_both_bodies_decode_to_the_same_vectors() -
     assert b"0.1," in service_path(vectors)  # float32's shortest form, where float64 writes 0.10000000149011612
 
 
-def test_packing_rounds_pair_systems_within_a_round_only() -> None:
+def test_packing_rounds_pair_systems_within_a_round_only(tmp_path: Path) -> None:
     from benchmarks.load.packing_ab import summarise
 
     def run(system: str, round_no: int, texts_per_s: float, concurrency: int = 32, per_request: int = 1) -> dict:
@@ -331,3 +331,9 @@ def test_packing_rounds_pair_systems_within_a_round_only() -> None:
     assert one["packed/infinity"] == {"rounds": [1.5], "median": 1.5}
     assert one["xret-packed"] == {"texts_per_s": [300.0, 150.0, 220.0], "p99_ms": [100.0, 101.0, 102.0]}
     assert summary["4x32"]["packed/padded"]["median"] == 1.25 and "padded/infinity" not in summary["4x32"]
+    from benchmarks.load.plot import plot_scenario
+
+    path = tmp_path / "packing.json"
+    path.write_text(json.dumps({"summary": summary}), encoding="utf-8")
+    png = plot_scenario("packing", path, tmp_path / "packing.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
