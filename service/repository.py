@@ -89,6 +89,14 @@ class MemberSpec:
         missing = [k for k in ("name", "base_model", "dim", "onnx_sha256", "tokenizer_sha256") if k not in payload]
         if missing:
             raise RepositoryError(f"{where}: missing field(s) {', '.join(missing)}")
+        payload = dict(payload)
+        legacy = payload.pop("graph_inputs", "padded")  # stop 12's field: model.onnx itself was the packed graph
+        if legacy != "padded":
+            raise RepositoryError(
+                f"{where}: graph_inputs {legacy!r}: model.onnx is a packed graph, which this version no longer "
+                "serves as model.onnx; re-export the member (export member --packed writes model.packed.onnx beside "
+                "the padded model.onnx)"
+            )
         unknown = sorted(set(payload) - known)
         if unknown:
             raise RepositoryError(f"{where}: unknown field(s) {', '.join(unknown)}")

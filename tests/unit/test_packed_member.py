@@ -148,3 +148,17 @@ def test_export_cli_writes_the_packed_twin_unless_told_not_to() -> None:
     assert parser.parse_args(["base"]).packed is True and parser.parse_args(member).packed is True
     assert parser.parse_args(["base", "--no-packed"]).packed is False
     assert parser.parse_args([*member, "--no-packed"]).packed is False
+
+
+def test_stop_12_member_json_still_loads_and_its_packed_model_onnx_is_named(repo: Path, tmp_path: Path) -> None:
+    """Members written before the twin existed carry `graph_inputs`: "padded" ones load as they are; a
+    "packed" one (model.onnx itself packed) is refused with what to do instead."""
+    old = tmp_path / "repo"
+    shutil.copytree(repo, old)
+    spec_path = old / "members" / "plain" / "member.json"
+    spec = json.loads(spec_path.read_text())
+    spec_path.write_text(json.dumps({**spec, "graph_inputs": "padded"}))
+    assert load_repository(old).members[1].spec.packed_onnx_sha256 is None
+    spec_path.write_text(json.dumps({**spec, "graph_inputs": "packed"}))
+    with pytest.raises(RepositoryError, match=r"graph_inputs 'packed'.*re-export the member"):
+        load_repository(old)
