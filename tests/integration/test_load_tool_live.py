@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -13,6 +13,7 @@ from benchmarks.load.cli import main
 from benchmarks.load.server_metrics import parse_metrics
 
 if TYPE_CHECKING:  # tests/integration is not a package; only mypy needs the type
+    from benchmarks.load.scenarios import Setup
     from tests.integration.conftest import RunningService
 
 RUN_KEYS = {
@@ -128,13 +129,29 @@ def test_scraper_reads_the_live_metrics_endpoint(live: RunningService) -> None:
     assert 'xret_stage_seconds_count{stage="encode"}' in scrape
 
 
+def _short_setup(repo: Path, tatoeba: Path, tmp_path: Path, **extra: Any) -> Setup:
+    """Scenario settings for a tiny model: sub-second runs, a few requests, and no peers installed."""
+    from benchmarks.load.scenarios import Setup
+
+    return Setup(
+        repo=repo,
+        work=tmp_path / "work",
+        tatoeba=tatoeba,
+        duration_s=0.4,
+        warmup_s=0.1,
+        max_requests=12,
+        peers_python=tmp_path / "no-peers" / "python",
+        **extra,
+    )
+
+
 def test_fixes_scenario_compares_every_variant_and_the_int8_member(
     tiny_repo: Path, tatoeba: Path, tmp_path: Path
 ) -> None:
     """Scenario `fixes` end to end on the tiny model: every serving variant, int8, and both search modes."""
     import shutil
 
-    from benchmarks.load.scenarios import PEER_CONFIGS, Setup, run_scenario
+    from benchmarks.load.scenarios import PEER_CONFIGS, run_scenario
     from export.quantize import quantize_member
     from export.repository_writer import write_ensemble
 
@@ -144,17 +161,7 @@ def test_fixes_scenario_compares_every_variant_and_the_int8_member(
     shutil.copytree(repo, int8)
     write_ensemble(repo, ["tiny0"])
     write_ensemble(int8, ["tiny0-int8"])
-    setup = Setup(
-        repo=repo,
-        repo_int8=int8,
-        work=tmp_path / "work",
-        tatoeba=tatoeba,
-        duration_s=0.4,
-        warmup_s=0.1,
-        max_requests=12,
-        peers_python=tmp_path / "no-peers" / "python",
-        search_index_size=500,
-    )
+    setup = _short_setup(repo, tatoeba, tmp_path, repo_int8=int8, search_index_size=500)
     record = json.loads(run_scenario("fixes", setup, tmp_path / "out").read_text(encoding="utf-8"))
     assert record["infinity_problem"].startswith("peers' python not found")
     systems = {(r["system"], r["concurrency"], r["texts_per_request"]) for r in record["runs"]}
@@ -175,7 +182,7 @@ def test_packing_scenario_runs_packed_padded_and_rotates_them_per_round(
 ) -> None:
     """Scenario `packing` end to end on a tiny member with its packed twin: two servers, every round, every load."""
     from benchmarks.load.packing_ab import LOADS, ROUNDS
-    from benchmarks.load.scenarios import Setup, run_scenario
+    from benchmarks.load.scenarios import run_scenario
     from export.onnx_export import export_member
     from export.repository_writer import write_ensemble
     from export.tiny import TINY_MAX_LENGTH
@@ -183,15 +190,7 @@ def test_packing_scenario_runs_packed_padded_and_rotates_them_per_round(
     repo = tmp_path / "repo"
     export_member(tiny_checkpoint, repo, "tiny", packed=True, max_length=TINY_MAX_LENGTH, base_model="tiny")
     write_ensemble(repo, ["tiny"])
-    setup = Setup(
-        repo=repo,
-        work=tmp_path / "work",
-        tatoeba=tatoeba,
-        duration_s=0.4,
-        warmup_s=0.1,
-        max_requests=12,
-        peers_python=tmp_path / "no-peers" / "python",
-    )
+    setup = _short_setup(repo, tatoeba, tmp_path)
     record = json.loads(run_scenario("packing", setup, tmp_path / "out").read_text(encoding="utf-8"))
     assert record["infinity_problem"].startswith("peers' python not found")
     runs = record["runs"]
