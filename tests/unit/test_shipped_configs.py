@@ -23,6 +23,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "export" / "configs"
         "lambda0.yaml",
         "gpu-smoke.yaml",
         "deps-seeds.yaml",
+        "deps-steps.yaml",
     ],
 )
 def test_shipped_config_parses(name: str) -> None:
@@ -94,3 +95,15 @@ def test_deps_seeds_repeat_the_lambda0_deps_member_with_other_seeds() -> None:
     assert seeds.ensemble is not None and seeds.ensemble.members == ["base", *seeds.soup.members, seeds.soup.name]
     assert lambda0.ensemble is not None
     assert seeds.ensemble.selection == lambda0.ensemble.selection == "smallest-within-noise"
+
+
+def test_deps_steps_change_only_the_joint_steps_of_the_seed0_deps_member() -> None:
+    """deps-steps.yaml trains deps-seeds.yaml's deps (seed 0) longer and changes nothing else, so any difference
+    from stop 12-13's base + deps is the training length's."""
+    seeds, steps = load_config(CONFIGS / "deps-seeds.yaml"), load_config(CONFIGS / "deps-steps.yaml")
+    assert steps.out != seeds.out and steps.base == seeds.base
+    assert _differing(steps.tasks["deps_s300"], seeds.tasks["deps"]) == {"steps": 300}
+    assert _differing(steps.tasks["deps_s600"], seeds.tasks["deps"]) == {"steps": 600}
+    assert steps.ensemble is not None and seeds.ensemble is not None
+    assert steps.ensemble.members == ["base", "deps_s300", "deps_s600"]
+    assert steps.ensemble.selection == seeds.ensemble.selection and steps.ensemble.fusion == seeds.ensemble.fusion
