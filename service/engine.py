@@ -48,7 +48,7 @@ from service.fusion import (
 )
 from service.hubness import NEIGHBOURHOOD_K, RESCORE_METHODS, candidate_count, query_means, rescore
 from service.index import Hit, IndexParams, Sentence, SentenceIndex
-from service.metrics import Metrics
+from service.metrics import EncoderTokens, Metrics
 from service.repository import Repository, load_repository
 from service.search_batching import SearchCoalescer
 
@@ -92,6 +92,7 @@ class Engine:
         self._cache: Cache | None = None
         self._write_lock = asyncio.Lock()
         self._snapshotter: asyncio.Task[None] | None = None
+        self._token_counts: EncoderTokens | None = None
         self.started_at = 0.0
 
     # ----------------------------------------------------------------- lifecycle
@@ -132,6 +133,8 @@ class Engine:
         )
         for enc in encoders:
             enc.warmup()
+        self._token_counts = EncoderTokens(encoders)
+        self.metrics.registry.register(self._token_counts)
         on_cuda = any(enc.describe().get("provider") == CUDA_PROVIDER for enc in encoders)
         self.batching = resolve_batching(s, on_cuda)
         self._batcher = MicroBatcher(
@@ -187,6 +190,9 @@ class Engine:
             await self._cache.close()
         if self._ensemble is not None:
             self._ensemble.close()
+        if self._token_counts is not None:
+            self.metrics.registry.unregister(self._token_counts)
+            self._token_counts = None
         self.repo = None
 
     # ------------------------------------------------------------------- helpers

@@ -6,7 +6,13 @@ without "duplicated timeseries" errors, and keeps /metrics to what xret itself m
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from service.encoders.base import Encoder
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -37,7 +43,8 @@ class Metrics:
         )
         self.batch_tokens = Histogram(
             "xret_batch_padded_tokens",
-            "Padded tokens per encoder batch.",
+            "Texts x longest text's tokens per encoder batch: the batcher's budget measure. What the encoders "
+            'computed after bucketing or packing is xret_encoder_tokens_total{kind="computed"}.',
             buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
             registry=self.registry,
         )
@@ -84,3 +91,26 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=self.registry,
         )
+
+
+class EncoderTokens(Collector):
+    """`xret_encoder_tokens_total{member, kind}`, read from the encoders' own counts at each scrape.
+
+    kind="real" counts the texts' tokens, kind="computed" the session inputs' size (padding included), so
+    computed / real over a run is the padding overhead of the serving mode (bucketed padding or packing).
+    """
+
+    def __init__(self, encoders: Sequence[Encoder]) -> None:
+        self._encoders = list(encoders)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "xret_encoder_tokens",
+            "Tokens per encoder: real = the texts' own, computed = what the model ran on (padding included).",
+            labels=["member", "kind"],
+        )
+        for encoder in self._encoders:
+            real, computed = encoder.tokens.snapshot()
+            family.add_metric([encoder.name, "real"], real)
+            family.add_metric([encoder.name, "computed"], computed)
+        yield family

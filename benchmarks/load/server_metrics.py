@@ -1,10 +1,11 @@
 """Server-side figures of a run: xret's /metrics scraped before and after, and polled during it.
 
 Client latency says how slow; these say why: how large the encoder batches really were, how many
-padded tokens each carried, how long the encoders were busy against the run's length (did they wait for
-work?), whether the queue filled, how often the cache answered, and where the server spent its time per
-stage. Counters and histograms are differenced (after - before), so the figures belong to the measured
-phase only; the queue gauge is polled because only its peak matters.
+padded tokens each carried (and how many tokens the encoders really computed after bucketing or packing),
+how long the encoders were busy against the run's length (did they wait for work?), whether the queue
+filled, how often the cache answered, and where the server spent its time per stage. Counters and
+histograms are differenced (after - before), so the figures belong to the measured phase only; the queue
+gauge is polled because only its peak matters.
 """
 
 from __future__ import annotations
@@ -73,6 +74,19 @@ def _histogram(before: Scrape, after: Scrape, name: str) -> dict[str, Any]:
     return {"count": round(count), "mean": round(total / count, 3) if count else None, "buckets": buckets}
 
 
+def _encoder_tokens(before: Scrape, after: Scrape) -> dict[str, Any]:
+    """Real and computed tokens over all members, and computed / real: the padding overhead really paid."""
+    totals = {"real": 0.0, "computed": 0.0}
+    for key, labels in _series(after, "xret_encoder_tokens_total").items():
+        totals[labels["kind"]] = totals.get(labels["kind"], 0.0) + _delta(before, after, key)
+    real, computed = totals["real"], totals["computed"]
+    return {
+        "real": round(real),
+        "computed": round(computed),
+        "computed_per_real": round(computed / real, 4) if real else None,
+    }
+
+
 def summarize_server(before: Scrape, after: Scrape, queue_peak: float | None = None) -> dict[str, Any]:
     """What the server did between two scrapes; {} when the endpoint is not xret's."""
     if not any(key.startswith("xret_") for key in after):
@@ -96,6 +110,7 @@ def summarize_server(before: Scrape, after: Scrape, queue_peak: float | None = N
         if n and labels["method"] != "/metrics":  # our own polling is not load
             requests[f"{labels['transport']}:{labels['method']}:{labels['outcome']}"] = round(n)
     return {
+        "encoder_tokens": _encoder_tokens(before, after),
         "batch_texts": _histogram(before, after, "xret_batch_texts"),
         "batch_seconds": _histogram(before, after, "xret_batch_seconds"),
         "encoder_busy_s": round(_delta(before, after, "xret_batch_seconds_sum"), 3),

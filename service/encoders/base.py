@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import tokenizers
 
+from service.encoders.token_counts import TokenCounts
 from service.errors import StartupError
 
 # Spellings of the padding token in the tokenizer families we export (XLM-R / BERT); a tokenizer.json
@@ -94,6 +95,7 @@ class Encoder(Protocol):
     name: str
     dim: int
     tokenizer: Tokenizer
+    tokens: TokenCounts  # real tokens given vs tokens computed, served work only (see token_counts.py)
 
     def forward(self, ids: list[list[int]]) -> np.ndarray:
         """Embeddings [len(ids), dim] float32 for already-tokenized texts (padded here per batch)."""

@@ -16,6 +16,7 @@ import tokenizers
 from tokenizers import models, pre_tokenizers, processors
 
 from service.encoders.base import Tokenizer
+from service.encoders.token_counts import TokenCounts
 
 
 def byte_tokenizer(max_length: int = 64, prefix: str = "") -> Tokenizer:
@@ -41,6 +42,7 @@ class FakeEncoder:
         self.calls = 0  # forward calls
         self.rows = 0  # texts encoded
         self._lock = threading.Lock()  # forward runs in worker threads
+        self.tokens = TokenCounts()
 
     def _vector(self, ids: list[int]) -> np.ndarray:
         digest = hashlib.blake2b(
@@ -53,12 +55,15 @@ class FakeEncoder:
         with self._lock:
             self.calls += 1
             self.rows += len(ids)
+        real = sum(len(row) for row in ids)
+        self.tokens.add(real=real, computed=real)  # row by row: nothing padded
         if not ids:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._vector(row) for row in ids])
 
     def warmup(self) -> None:
         self.forward(self.tokenizer.encode(["warm-up"]))
+        self.tokens.reset()
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "fake", "provider": "none", "max_length": self.tokenizer.max_length}

@@ -19,6 +19,7 @@ import onnxruntime as ort
 from service.encoders.base import Tokenizer
 from service.encoders.call_cost import DEFAULT_CALL_COST, CallCost, calibrate, cost_buckets
 from service.encoders.packing import DEFAULT_PACK_TOKENS, PACKED_INPUTS, pack_rows, packed_feed, unpack
+from service.encoders.token_counts import TokenCounts
 from service.errors import StartupError
 from service.repository import Member
 
@@ -201,6 +202,7 @@ class OnnxEncoder:
         self._disabled_optimizers = tuple(disabled_optimizers)
         self.pack_tokens = pack_tokens
         self.call_cost: CallCost = DEFAULT_CALL_COST
+        self.tokens = TokenCounts()
         providers = choose_providers(device, self.path)
         try:
             self._session = make_session(self.path, providers, intra_op_threads, spinning, self._disabled_optimizers)
@@ -217,6 +219,7 @@ class OnnxEncoder:
         """Embeddings of a batch, run as groups of similar length (see `bucketing`) and put back in order."""
         if not ids:
             return np.zeros((0, self.dim), dtype=np.float32)
+        self.tokens.add(real=sum(len(row) for row in ids))
         if self.packed:
             return self._forward_packed(ids)
         groups = self.buckets([len(row) for row in ids])
@@ -245,13 +248,16 @@ class OnnxEncoder:
 
     def _run_packed(self, ids: list[list[int]], rows: list[list[int]], into: np.ndarray) -> np.ndarray:
         """One call over `rows` (indices into `ids`); their vectors land in `into` at those indices."""
-        (out,) = self._session.run([OUTPUT], packed_feed(ids, rows, self.tokenizer.pad_id))
+        feed = packed_feed(ids, rows, self.tokenizer.pad_id)
+        self.tokens.add(computed=feed["input_ids"].size)
+        (out,) = self._session.run([OUTPUT], feed)
         return unpack(np.asarray(out, dtype=np.float32), rows, into)
 
     def _run(self, ids: list[list[int]]) -> np.ndarray:
         if self.packed:  # one text per row: what calibration times for a call of this shape
             return self._run_packed(ids, [[i] for i in range(len(ids))], np.empty((len(ids), self.dim), np.float32))
         input_ids, mask = pad_batch(ids, self.tokenizer.pad_id)
+        self.tokens.add(computed=input_ids.size)
         (out,) = self._session.run([OUTPUT], {"input_ids": input_ids, "attention_mask": mask})
         return np.asarray(out, dtype=np.float32)
 
@@ -273,6 +279,7 @@ class OnnxEncoder:
                 self._run([(seed * (length // len(seed) + 1))[:length]] * rows)
 
             self.call_cost = calibrate(timed_call)
+        self.tokens.reset()
 
     @property
     def spinning(self) -> bool:

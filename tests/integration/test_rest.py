@@ -64,6 +64,16 @@ def sample(metrics_text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+def total(metrics_text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` with these labels, over the labels not given (e.g. every member)."""
+    return sum(
+        float(s.value)
+        for family in text_string_to_metric_families(metrics_text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
 def test_added_sentences_are_found_in_every_language_and_filtered_by_langs(http: httpx.Client) -> None:
     r = http.post("/sentences", json={"sentences": SENTENCES})
     assert r.status_code == 201, r.text
@@ -156,6 +166,12 @@ def test_operational_endpoints_and_metrics_move(http: httpx.Client) -> None:
     assert sample(after, "xret_batch_texts_count") > sample(before.text, "xret_batch_texts_count")
     assert sample(after, "xret_cache_total", kind="result", result="hit") >= 1
     assert sample(after, "xret_index_sentences") == 2
+    real, computed = (
+        total(after, "xret_encoder_tokens_total", kind=kind)
+        - total(before.text, "xret_encoder_tokens_total", kind=kind)
+        for kind in ("real", "computed")
+    )
+    assert real > 0 and computed >= real  # the encoders ran on at least the texts' own tokens
 
     stats = http.get("/stats").json()
     assert stats["uptime_s"] >= 0 and isinstance(stats["index"], dict) and isinstance(stats["cache"], dict)

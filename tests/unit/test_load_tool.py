@@ -24,7 +24,8 @@ from benchmarks.load.server_metrics import parse_metrics, summarize_server
 from benchmarks.load.stats import Sample, latency_summary_ms, percentile, summarize
 from benchmarks.load.targets import OpenAIEmbeddings
 from benchmarks.load.texts import TextStream, load_sentences
-from service.metrics import Metrics
+from service.encoders.fake import FakeEncoder
+from service.metrics import EncoderTokens, Metrics
 
 
 # ----------------------------------------------------------------------------------------- the maths
@@ -267,6 +268,18 @@ def test_metrics_scraper_reads_what_the_service_exports() -> None:
     assert out["queue_peak_texts"] == 9.0
     assert out["encoder_busy_s"] == 0.75 and out["batch_seconds"]["count"] == 2
     assert summarize_server({}, {"process_cpu_seconds_total": 1.0}) == {}  # not xret: nothing to say
+
+
+def test_encoder_token_counts_reach_the_scraper_summed_over_members() -> None:
+    metrics = Metrics()
+    members = [FakeEncoder("a", 8), FakeEncoder("b", 8)]
+    metrics.registry.register(EncoderTokens(members))
+    before = parse_metrics(generate_latest(metrics.registry).decode())
+    members[0].tokens.add(real=30, computed=45)
+    members[1].tokens.add(real=30, computed=30)
+    after = parse_metrics(generate_latest(metrics.registry).decode())
+    assert after['xret_encoder_tokens_total{kind="computed",member="a"}'] == 45.0
+    assert summarize_server(before, after)["encoder_tokens"] == {"real": 60, "computed": 75, "computed_per_real": 1.25}
 
 
 def test_client_comparison_averages_rounds_and_prices_the_client_per_request() -> None:

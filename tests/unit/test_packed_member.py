@@ -162,3 +162,20 @@ def test_stop_12_member_json_still_loads_and_its_packed_model_onnx_is_named(repo
     spec_path.write_text(json.dumps({**spec, "graph_inputs": "packed"}))
     with pytest.raises(RepositoryError, match=r"graph_inputs 'packed'.*re-export the member"):
         load_repository(old)
+
+
+def test_token_counts_show_what_packing_saves_over_padding(repo: Path) -> None:
+    """Served work only (warm-up forgotten); real tokens alike both ways, computed ones fewer when packed."""
+    kw = {"device": "cpu", "threads": 1, "bucketing": "none"}
+    packed, _ = load_encoders(load_repository(repo), pack_tokens=64, **kw)  # type: ignore[arg-type]
+    padded, _ = load_encoders(load_repository(repo), pack_tokens=0, **kw)  # type: ignore[arg-type]
+    ids = packed.tokenizer.encode(TEXTS * 3)
+    real = sum(len(row) for row in ids)
+    for encoder in (packed, padded):
+        encoder.warmup()
+        assert encoder.tokens.snapshot() == (0, 0)
+        encoder.forward(ids)
+    (packed_real, packed_computed), (padded_real, padded_computed) = packed.tokens.snapshot(), padded.tokens.snapshot()
+    assert packed_real == padded_real == real
+    assert padded_computed == len(ids) * max(len(row) for row in ids)  # one call, padded to the longest text
+    assert real <= packed_computed < padded_computed
