@@ -6,7 +6,10 @@ back-to-back scenario runs compare the machine's moods as much as the settings. 
 by side for the whole scenario (idle ones cost nothing): xret serving the member's packed graph
 (`--pack-tokens` PACK_TOKENS), xret serving the same member's model.onnx (`--pack-tokens 0`) and infinity-emb.
 Each round measures every system at each load, in an order rotated per round, and the summary gives each
-round's ratios and their median, so drift moves numerator and denominator alike.
+round's ratios and their median, so drift moves numerator and denominator alike. The bare-onnxruntime ceiling
+(length-sorted batches of 32 through model.onnx, in this process while the servers idle) takes a turn in the
+same rotation, so the issue's "fraction of the ceiling" is read inside a round too, not against a ceiling
+measured minutes away.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import statistics
 from contextlib import ExitStack
 from typing import Any
 
+from benchmarks.load.ceiling import ort_ceiling
 from benchmarks.load.processes import xret_server
 from benchmarks.load.scenarios import (
     Setup,
@@ -28,14 +32,16 @@ from benchmarks.load.scenarios import (
 )
 from benchmarks.load.targets import make_target
 from service.errors import StartupError
-from service.repository import load_repository
+from service.repository import Member, load_repository
 
 PACK_TOKENS = 64
 LOADS = ((32, 1), (4, 32))  # the issue's two targets: one-text requests, and 32-text requests
 ROUNDS = 3
 # (system, the ratio's numerator, its denominator)
+CEILING = "ceiling"
 RATIOS = (("packed/padded", "xret-packed", "xret-padded"), ("packed/infinity", "xret-packed", "infinity"),
-          ("padded/infinity", "xret-padded", "infinity"))  # fmt: skip
+          ("padded/infinity", "xret-padded", "infinity"), ("packed/ceiling", "xret-packed", CEILING),
+          ("padded/ceiling", "xret-padded", CEILING))  # fmt: skip
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -70,6 +76,22 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def _ceiling_run(member: Member, texts: list[str], round_no: int, concurrency: int, per_request: int) -> dict[str, Any]:
+    """The bare-onnxruntime ceiling as one turn of a round, shaped like a load run for `summarise`."""
+    ceiling = ort_ceiling(
+        member.onnx_path.parent, texts[:2000], prefix=member.spec.text_prefix, max_length=member.spec.max_length
+    )
+    return {
+        "system": CEILING,
+        "round": round_no,
+        "concurrency": concurrency,
+        "texts_per_request": per_request,
+        "texts_per_s": ceiling["sentences_per_s"],
+        "latency_ms": {"p99": None},
+        "ceiling": ceiling,
+    }
+
+
 def scenario_packing(setup: Setup) -> dict[str, Any]:
     """xret packed, xret padded and infinity, ROUNDS interleaved rounds at each of LOADS."""
     member = load_repository(setup.repo).members[0]
@@ -88,9 +110,12 @@ def scenario_packing(setup: Setup) -> dict[str, Any]:
         infinity = start_infinity(stack, setup)
         for round_no in range(ROUNDS):
             for concurrency, per_request in LOADS:
-                order = [*servers, *(["infinity"] if infinity is not None else [])]
+                order = [*servers, CEILING, *(["infinity"] if infinity is not None else [])]
                 shift = round_no % len(order)
                 for name in order[shift:] + order[:shift]:
+                    if name == CEILING:
+                        runs.append(_ceiling_run(member, texts, round_no, concurrency, per_request))
+                        continue
                     if name == "infinity" and infinity is not None:
                         target, server = infinity_target(setup, infinity.rest), infinity
                     else:

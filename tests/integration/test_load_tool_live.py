@@ -193,10 +193,14 @@ def test_packing_scenario_runs_packed_padded_and_rotates_them_per_round(
     setup = _short_setup(repo, tatoeba, tmp_path)
     record = json.loads(run_scenario("packing", setup, tmp_path / "out").read_text(encoding="utf-8"))
     assert record["infinity_problem"].startswith("peers' python not found")
-    runs = record["runs"]
+    runs = [r for r in record["runs"] if r["system"] != "ceiling"]
+    ceilings = [r for r in record["runs"] if r["system"] == "ceiling"]
     assert len(runs) == ROUNDS * len(LOADS) * 2 and all(r["ok"] > 0 and not r["errors"] for r in runs)
-    firsts = [r["system"] for r in runs if r["concurrency"] == LOADS[0][0]][::2]
-    assert firsts == ["xret-packed", "xret-padded", "xret-packed"][:ROUNDS]  # the order rotates per round
+    assert len(ceilings) == ROUNDS * len(LOADS)  # a turn of its own in every round at every load
+    assert all(r["texts_per_s"] == r["ceiling"]["sentences_per_s"] > 0 for r in ceilings)
+    firsts = [r["system"] for r in record["runs"] if r["concurrency"] == LOADS[0][0]][::3]
+    assert firsts == ["xret-packed", "xret-padded", "ceiling"][:ROUNDS]  # the order rotates per round
     for concurrency, per_request in LOADS:
-        ratio = record["summary"][f"{concurrency}x{per_request}"]["packed/padded"]
-        assert len(ratio["rounds"]) == ROUNDS and ratio["median"] > 0
+        for label in ("packed/padded", "packed/ceiling", "padded/ceiling"):
+            ratio = record["summary"][f"{concurrency}x{per_request}"][label]
+            assert len(ratio["rounds"]) == ROUNDS and ratio["median"] > 0

@@ -337,6 +337,7 @@ def test_packing_rounds_pair_systems_within_a_round_only(tmp_path: Path) -> None
             run("xret-padded", 2, 200.0),
             run("xret-packed", 0, 400.0, concurrency=4, per_request=32),
             run("xret-padded", 0, 320.0, concurrency=4, per_request=32),
+            run("ceiling", 0, 500.0, concurrency=4, per_request=32),
         ]
     )
     one = summary["32x1"]
@@ -344,6 +345,7 @@ def test_packing_rounds_pair_systems_within_a_round_only(tmp_path: Path) -> None
     assert one["packed/infinity"] == {"rounds": [1.5], "median": 1.5}
     assert one["xret-packed"] == {"texts_per_s": [300.0, 150.0, 220.0], "p99_ms": [100.0, 101.0, 102.0]}
     assert summary["4x32"]["packed/padded"]["median"] == 1.25 and "padded/infinity" not in summary["4x32"]
+    assert summary["4x32"]["packed/ceiling"] == {"rounds": [0.8], "median": 0.8} and "packed/ceiling" not in one
     from benchmarks.load.plot import plot_scenario
 
     path = tmp_path / "packing.json"
