@@ -24,6 +24,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "export" / "configs"
         "gpu-smoke.yaml",
         "deps-seeds.yaml",
         "deps-steps.yaml",
+        "deps-steps-extended.yaml",
     ],
 )
 def test_shipped_config_parses(name: str) -> None:
@@ -107,3 +108,16 @@ def test_deps_steps_change_only_the_joint_steps_of_the_seed0_deps_member() -> No
     assert steps.ensemble is not None and seeds.ensemble is not None
     assert steps.ensemble.members == ["base", "deps_s300", "deps_s600"]
     assert steps.ensemble.selection == seeds.ensemble.selection and steps.ensemble.fusion == seeds.ensemble.fusion
+
+
+def test_deps_steps_extended_extends_deps_steps_in_its_folder_without_retraining_it() -> None:
+    """deps-steps-extended.yaml shares deps-steps.yaml's folder and repeats its members knob for knob (skip-if-done reuses
+    them); its new members differ from deps_s600 in the training length or the seed alone."""
+    first, second = load_config(CONFIGS / "deps-steps.yaml"), load_config(CONFIGS / "deps-steps-extended.yaml")
+    assert second.out == first.out and second.base == first.base
+    for name, knobs in first.tasks.items():
+        assert second.tasks[name] == knobs, name
+    assert _differing(second.tasks["deps_s1200"], first.tasks["deps_s600"]) == {"steps": 1200}
+    assert _differing(second.tasks["deps_s600_seed1"], first.tasks["deps_s600"]) == {"seed": 1}
+    assert second.ensemble is not None and first.ensemble is not None
+    assert second.ensemble.members == [*first.ensemble.members, "deps_s1200", "deps_s600_seed1"]
