@@ -198,7 +198,7 @@ def test_packing_scenario_runs_packed_padded_and_rotates_them_per_round(
     assert len(runs) == ROUNDS * len(LOADS) * 2 and all(r["ok"] > 0 and not r["errors"] for r in runs)
     assert len(ceilings) == ROUNDS * len(LOADS)  # a turn of its own in every round at every load
     overhead = {r["system"]: r["server"]["encoder_tokens"]["computed_per_real"] for r in runs}
-    assert 1.0 <= overhead["xret-packed"] and 1.0 <= overhead["xret-padded"]  # what each mode really computed
+    assert min(overhead["xret-packed"], overhead["xret-padded"]) >= 1.0  # what each mode really computed
     assert all(r["texts_per_s"] == r["ceiling"]["sentences_per_s"] > 0 for r in ceilings)
     firsts = [r["system"] for r in record["runs"] if r["concurrency"] == LOADS[0][0]][::3]
     assert firsts == ["xret-packed", "xret-padded", "ceiling"][:ROUNDS]  # the order rotates per round

@@ -111,8 +111,8 @@ def test_deps_steps_change_only_the_joint_steps_of_the_seed0_deps_member() -> No
 
 
 def test_deps_steps_extended_extends_deps_steps_in_its_folder_without_retraining_it() -> None:
-    """deps-steps-extended.yaml shares deps-steps.yaml's folder and repeats its members knob for knob (skip-if-done reuses
-    them); its new members differ from deps_s600 in the training length or the seed alone."""
+    """deps-steps-extended.yaml shares deps-steps.yaml's folder and repeats its members knob for knob (skip-if-done
+    reuses them); its new members differ from deps_s600 in the training length or the seed alone."""
     first, second = load_config(CONFIGS / "deps-steps.yaml"), load_config(CONFIGS / "deps-steps-extended.yaml")
     assert second.out == first.out and second.base == first.base
     for name, knobs in first.tasks.items():
