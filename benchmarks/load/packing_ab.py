@@ -37,8 +37,8 @@ from service.repository import Member, load_repository
 PACK_TOKENS = 64
 LOADS = ((32, 1), (4, 32))  # the two targets: one-text requests, and 32-text requests
 ROUNDS = 3
-# (system, the ratio's numerator, its denominator)
-CEILING = "ceiling"
+CEILING = "ceiling"  # the bare-onnxruntime loop's turn in a round
+# (ratio, its numerator, its denominator)
 RATIOS = (("packed/padded", "xret-packed", "xret-padded"), ("packed/infinity", "xret-packed", "infinity"),
           ("padded/infinity", "xret-padded", "infinity"), ("packed/ceiling", "xret-packed", CEILING),
           ("padded/ceiling", "xret-padded", CEILING))  # fmt: skip
