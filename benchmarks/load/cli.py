@@ -97,6 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     scenario.add_argument("--index-sizes", type=_ints, default=defaults.index_sizes)
     scenario.add_argument("--recall-queries", type=int, default=defaults.recall_queries)
+    scenario.add_argument(
+        "--pack-tokens", type=int, default=defaults.pack_tokens, help="scenario packing: tokens per packed row"
+    )
     scenario.add_argument("--out-dir", type=Path, default=RESULTS)
     scenario.add_argument("--plot", action="store_true", help="also write <name>.png next to each JSON")
     scenario.add_argument(
@@ -182,6 +185,7 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
         index_sizes=args.index_sizes,
         recall_queries=args.recall_queries,
         http_client=args.http_client,
+        pack_tokens=args.pack_tokens,
     )
     for name in iter_scenarios(args.names):
         path = run_scenario(name, setup, args.out_dir)

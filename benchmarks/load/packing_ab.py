@@ -3,13 +3,13 @@
 Why a scenario of its own: on this shared 2-core machine the speed of the same loop drifts by a third within
 minutes (stop 13: the bare-onnxruntime ceiling read 323 before and 227 after one `scenario peers` run), so two
 back-to-back scenario runs compare the machine's moods as much as the settings. Here three servers run side
-by side for the whole scenario (idle ones cost nothing): xret serving the member's packed graph
-(`--pack-tokens` PACK_TOKENS), xret serving the same member's model.onnx (`--pack-tokens 0`) and infinity-emb.
-Each round measures every system at each load, in an order rotated per round, and the summary gives each
-round's ratios and their median, so drift moves numerator and denominator alike. The bare-onnxruntime ceiling
-(length-sorted batches of 32 through model.onnx, in this process while the servers idle) takes a turn in the
-same rotation, so the issue's "fraction of the ceiling" is read inside a round too, not against a ceiling
-measured minutes away.
+by side for the whole scenario (idle ones cost nothing): xret serving the member's packed graph (rows of the
+scenario's `--pack-tokens`, by default the service's 64), xret serving the same member's model.onnx
+(`--pack-tokens 0`) and infinity-emb. Each round measures every system at each load, in an order rotated per
+round, and the summary gives each round's ratios and their median, so drift moves numerator and denominator
+alike. The bare-onnxruntime ceiling (length-sorted batches of 32 through model.onnx, in this process while the
+servers idle) takes a turn in the same rotation, so the issue's "fraction of the ceiling" is read inside a
+round too, not against a ceiling measured minutes away.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from benchmarks.load.targets import make_target
 from service.errors import StartupError
 from service.repository import Member, load_repository
 
-PACK_TOKENS = 64
 LOADS = ((32, 1), (4, 32))  # the issue's two targets: one-text requests, and 32-text requests
 ROUNDS = 3
 CEILING = "ceiling"  # the bare-onnxruntime loop's turn in a round
@@ -102,7 +101,7 @@ def scenario_packing(setup: Setup) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     with ExitStack() as stack:
         servers = {}
-        for name, pack in (("xret-packed", PACK_TOKENS), ("xret-padded", 0)):
+        for name, pack in (("xret-packed", setup.pack_tokens), ("xret-padded", 0)):
             log = setup.work / "logs" / f"{name}.log"
             settings = {"cache_size": "0", "pack_tokens": str(pack)}
             index = fresh_dir(setup.work / "index" / name)
@@ -123,4 +122,4 @@ def scenario_packing(setup: Setup) -> dict[str, Any]:
                         target = make_target("rest-embed", name=name, url=server.rest, http_client=setup.http_client)
                     spec = closed(concurrency, setup)
                     runs.append(measure(target, texts, per_request, spec, setup, server, round=round_no))
-    return {"pack_tokens": PACK_TOKENS, "infinity_problem": problem, "summary": summarise(runs), "runs": runs}
+    return {"pack_tokens": setup.pack_tokens, "infinity_problem": problem, "summary": summarise(runs), "runs": runs}

@@ -32,6 +32,7 @@ from benchmarks.load.runner import LoadSpec, run_load
 from benchmarks.load.synthetic import build_synthetic_index, ivf_nlist_for
 from benchmarks.load.targets import DEFAULT_HTTP_CLIENT, Target, make_target
 from benchmarks.load.texts import DEFAULT_TATOEBA, TextStream, load_sentences
+from service.encoders.packing import DEFAULT_PACK_TOKENS
 from service.index import IndexParams
 from service.repository import load_repository
 
@@ -74,6 +75,7 @@ class Setup:
     open_shares: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 0.9, 1.1])
     index_sizes: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000])
     recall_queries: int = 200
+    pack_tokens: int = DEFAULT_PACK_TOKENS  # scenario packing: rows of the packed server (the service's default)
     http_client: str = DEFAULT_HTTP_CLIENT  # REST client library of the load generator (targets.HTTP_CLIENTS)
 
 

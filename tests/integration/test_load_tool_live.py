@@ -190,9 +190,9 @@ def test_packing_scenario_runs_packed_padded_and_rotates_them_per_round(
     repo = tmp_path / "repo"
     export_member(tiny_checkpoint, repo, "tiny", packed=True, max_length=TINY_MAX_LENGTH, base_model="tiny")
     write_ensemble(repo, ["tiny"])
-    setup = _short_setup(repo, tatoeba, tmp_path)
+    setup = _short_setup(repo, tatoeba, tmp_path, pack_tokens=40)
     record = json.loads(run_scenario("packing", setup, tmp_path / "out").read_text(encoding="utf-8"))
-    assert record["infinity_problem"].startswith("peers' python not found")
+    assert record["infinity_problem"].startswith("peers' python not found") and record["pack_tokens"] == 40
     runs = [r for r in record["runs"] if r["system"] != "ceiling"]
     ceilings = [r for r in record["runs"] if r["system"] == "ceiling"]
     assert len(runs) == ROUNDS * len(LOADS) * 2 and all(r["ok"] > 0 and not r["errors"] for r in runs)
