@@ -56,16 +56,8 @@ def search(http: httpx.Client, **body: Any) -> list[dict[str, Any]]:
 
 
 def sample(metrics_text: str, name: str, **labels: str) -> float:
-    """Value of one Prometheus sample (0 when absent), read with Prometheus' own parser."""
-    for family in text_string_to_metric_families(metrics_text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return 0.0
-
-
-def total(metrics_text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` with these labels, over the labels not given (e.g. every member)."""
+    """Value of the samples of `name` with these labels (0 when absent), read with Prometheus' own parser;
+    summed over the labels not given (e.g. every member), so one fully labelled series reads as itself."""
     return sum(
         float(s.value)
         for family in text_string_to_metric_families(metrics_text)
@@ -167,8 +159,8 @@ def test_operational_endpoints_and_metrics_move(http: httpx.Client) -> None:
     assert sample(after, "xret_cache_total", kind="result", result="hit") >= 1
     assert sample(after, "xret_index_sentences") == 2
     real, computed = (
-        total(after, "xret_encoder_tokens_total", kind=kind)
-        - total(before.text, "xret_encoder_tokens_total", kind=kind)
+        sample(after, "xret_encoder_tokens_total", kind=kind)
+        - sample(before.text, "xret_encoder_tokens_total", kind=kind)
         for kind in ("real", "computed")
     )
     assert real > 0 and computed >= real  # the encoders ran on at least the texts' own tokens
