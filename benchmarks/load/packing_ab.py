@@ -4,7 +4,7 @@ Why a scenario of its own: on this shared 2-core machine the speed of the same l
 minutes (stop 13: the bare-onnxruntime ceiling read 323 before and 227 after one `scenario peers` run), so two
 back-to-back scenario runs compare the machine's moods as much as the settings. Here three servers run side
 by side for the whole scenario (idle ones cost nothing): xret serving the member's packed graph (rows of the
-scenario's `--pack-tokens`, by default the service's 64), xret serving the same member's model.onnx
+scenario's `--pack-tokens`, by default the service's DEFAULT_PACK_TOKENS), xret serving the same member's model.onnx
 (`--pack-tokens 0`) and infinity-emb. Each round measures every system at each load, in an order rotated per
 round, and the summary gives each round's ratios and their median, so drift moves numerator and denominator
 alike. The bare-onnxruntime ceiling (length-sorted batches of 32 through model.onnx, in this process while the
