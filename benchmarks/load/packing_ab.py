@@ -1,4 +1,5 @@
-"""Packed against padded serving, and both against infinity, in interleaved rounds: `scenario packing`.
+"""Server settings side by side in interleaved rounds: `scenario packing` (packed against padded serving)
+and `scenario spinning` (onnxruntime's spin-waiting off, the default, against on), each against infinity.
 
 Why a scenario of its own: on this shared 2-core machine the speed of the same loop drifts by a third within
 minutes (stop 13: the bare-onnxruntime ceiling read 323 before and 227 after one `scenario peers` run), so two
@@ -10,11 +11,18 @@ round, and the summary gives each round's ratios and their median, so drift move
 alike. The bare-onnxruntime ceiling (length-sorted batches of 32 through model.onnx, in this process while the
 servers idle) takes a turn in the same rotation, so the issue's "fraction of the ceiling" is read inside a
 round too, not against a ceiling measured minutes away.
+
+`scenario spinning` asks why the packed server's batches run ~25% slower than the ceiling's (stop 14): the
+ceiling's session lets idle threads spin, the service's does not (`ort_spinning`, off since stop 6, when
+spinning threads starved an event loop on a shared machine and before buckets and packing existed). Same
+rounds, servers `xret-packed` (default settings) and `xret-spin` (the same with `ort_spinning` on).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import urllib.request
 from contextlib import ExitStack
 from typing import Any
 
@@ -40,7 +48,8 @@ CEILING = "ceiling"  # the bare-onnxruntime loop's turn in a round
 # (ratio, its numerator, its denominator)
 RATIOS = (("packed/padded", "xret-packed", "xret-padded"), ("packed/infinity", "xret-packed", "infinity"),
           ("padded/infinity", "xret-padded", "infinity"), ("packed/ceiling", "xret-packed", CEILING),
-          ("padded/ceiling", "xret-padded", CEILING))  # fmt: skip
+          ("padded/ceiling", "xret-padded", CEILING), ("spin/packed", "xret-spin", "xret-packed"),
+          ("spin/infinity", "xret-spin", "infinity"), ("spin/ceiling", "xret-spin", CEILING))  # fmt: skip
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -75,6 +84,16 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def served_runtime(base_url: str) -> list[dict[str, Any]]:
+    """Each member's runtime as the live server reports it (`GET /info`): spinning, graph, threads, batch limits.
+
+    Read back rather than taken from the flags, so a record says what really ran (a flag the server ignored
+    or a graph it could not load would show here).
+    """
+    with urllib.request.urlopen(base_url + "/info", timeout=30) as reply:
+        return [member["runtime"] for member in json.loads(reply.read())["members"]]
+
+
 def _ceiling_run(member: Member, texts: list[str], round_no: int, concurrency: int, per_request: int) -> dict[str, Any]:
     """The bare-onnxruntime ceiling as one turn of a round, shaped like a load run for `summarise`."""
     ceiling = ort_ceiling(
@@ -93,6 +112,23 @@ def _ceiling_run(member: Member, texts: list[str], round_no: int, concurrency: i
 
 def scenario_packing(setup: Setup) -> dict[str, Any]:
     """xret packed, xret padded and infinity, ROUNDS interleaved rounds at each of LOADS."""
+    servers = {"xret-packed": {"pack_tokens": str(setup.pack_tokens)}, "xret-padded": {"pack_tokens": "0"}}
+    return {"pack_tokens": setup.pack_tokens, **interleaved(setup, servers)}
+
+
+def scenario_spinning(setup: Setup) -> dict[str, Any]:
+    """xret packed with spin-waiting off (the default) and on, and infinity, in interleaved rounds."""
+    packed = {"pack_tokens": str(setup.pack_tokens)}
+    servers = {"xret-packed": {**packed, "ort_spinning": "false"}, "xret-spin": {**packed, "ort_spinning": "true"}}
+    return {"pack_tokens": setup.pack_tokens, **interleaved(setup, servers)}
+
+
+def interleaved(setup: Setup, servers: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Each xret server of `servers` (name -> settings, cache off), the ceiling and infinity, ROUNDS rounds.
+
+    Every round measures every system at each of LOADS, in an order rotated per round; all servers stay up
+    for the whole run (an idle one costs nothing), so a round's systems differ only in their settings.
+    """
     member = load_repository(setup.repo).members[0]
     if member.packed_onnx_path is None:
         raise StartupError(f"{member.directory}: no model.packed.onnx (export the member with --packed)")
@@ -100,16 +136,16 @@ def scenario_packing(setup: Setup) -> dict[str, Any]:
     problem = _peers_ready(setup)
     runs: list[dict[str, Any]] = []
     with ExitStack() as stack:
-        servers = {}
-        for name, pack in (("xret-packed", setup.pack_tokens), ("xret-padded", 0)):
+        started = {}
+        for name, settings in servers.items():
             log = setup.work / "logs" / f"{name}.log"
-            settings = {"cache_size": "0", "pack_tokens": str(pack)}
             index = fresh_dir(setup.work / "index" / name)
-            servers[name] = stack.enter_context(xret_server(setup.repo, index, log, settings))
+            started[name] = stack.enter_context(xret_server(setup.repo, index, log, {"cache_size": "0", **settings}))
+        runtime = {name: served_runtime(server.rest) for name, server in started.items()}
         infinity = start_infinity(stack, setup)
         for round_no in range(ROUNDS):
             for concurrency, per_request in LOADS:
-                order = [*servers, CEILING, *(["infinity"] if infinity is not None else [])]
+                order = [*started, CEILING, *(["infinity"] if infinity is not None else [])]
                 shift = round_no % len(order)
                 for name in order[shift:] + order[:shift]:
                     if name == CEILING:
@@ -118,8 +154,9 @@ def scenario_packing(setup: Setup) -> dict[str, Any]:
                     if name == "infinity" and infinity is not None:
                         target, server = infinity_target(setup, infinity.rest), infinity
                     else:
-                        server = servers[name]
+                        server = started[name]
                         target = make_target("rest-embed", name=name, url=server.rest, http_client=setup.http_client)
                     spec = closed(concurrency, setup)
                     runs.append(measure(target, texts, per_request, spec, setup, server, round=round_no))
-    return {"pack_tokens": setup.pack_tokens, "infinity_problem": problem, "summary": summarise(runs), "runs": runs}
+    summary = summarise(runs)
+    return {"servers": servers, "runtime": runtime, "infinity_problem": problem, "summary": summary, "runs": runs}

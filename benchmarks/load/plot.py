@@ -126,13 +126,13 @@ def plot_scenario(name: str, path: Path, out: Path) -> Path:
     """The plot a scenario's JSON gets: recall against search time for `recall`, else latency against throughput."""
     if name == "recall":
         return plot_recall(path, out)
-    if name == "packing":
+    if name in ("packing", "spinning"):
         return plot_rounds(path, out)
     return plot_latency_throughput([path], out)
 
 
 def plot_rounds(path: Path, out: Path) -> Path:
-    """`scenario packing`: texts/s per round, one panel per load, one line per system.
+    """`scenario packing` / `spinning`: texts/s per round, one panel per load, one line per system.
 
     Rounds, not concurrency, on the x axis: the scenario's point is that the machine's speed drifts between
     rounds, so the lines should move together and the gaps between them are what the ratios measure.

@@ -605,6 +605,13 @@ def scenario_packing(setup: Setup) -> dict[str, Any]:
     return run_packing(setup)
 
 
+def scenario_spinning(setup: Setup) -> dict[str, Any]:
+    """Spin-waiting off (the default) and on, packed, and infinity in interleaved rounds (packing_ab.py)."""
+    from benchmarks.load.packing_ab import scenario_spinning as run_spinning
+
+    return run_spinning(setup)
+
+
 SCENARIOS: dict[str, Callable[[Setup], dict[str, Any]]] = {
     "peers": scenario_peers,
     "concurrency": scenario_concurrency,
@@ -615,6 +622,7 @@ SCENARIOS: dict[str, Callable[[Setup], dict[str, Any]]] = {
     "recall": scenario_recall,
     "clients": scenario_clients,
     "packing": scenario_packing,
+    "spinning": scenario_spinning,
 }
 
 

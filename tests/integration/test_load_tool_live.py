@@ -206,3 +206,28 @@ def test_packing_scenario_runs_packed_padded_and_rotates_them_per_round(
         for label in ("packed/padded", "packed/ceiling", "padded/ceiling"):
             ratio = record["summary"][f"{concurrency}x{per_request}"][label]
             assert len(ratio["rounds"]) == ROUNDS and ratio["median"] > 0
+
+
+def test_spinning_scenario_serves_spin_off_and_on_and_records_what_ran(
+    tiny_checkpoint: Path, tatoeba: Path, tmp_path: Path
+) -> None:
+    """Scenario `spinning`: both servers packed, one spinning; the record reads each server's runtime back."""
+    from benchmarks.load.packing_ab import LOADS, ROUNDS
+    from benchmarks.load.scenarios import run_scenario
+    from export.onnx_export import export_member
+    from export.repository_writer import write_ensemble
+    from export.tiny import TINY_MAX_LENGTH
+
+    repo = tmp_path / "repo"
+    export_member(tiny_checkpoint, repo, "tiny", packed=True, max_length=TINY_MAX_LENGTH, base_model="tiny")
+    write_ensemble(repo, ["tiny"])
+    record = json.loads(run_scenario("spinning", _short_setup(repo, tatoeba, tmp_path), tmp_path / "out").read_text())
+    (off,), (on,) = record["runtime"]["xret-packed"], record["runtime"]["xret-spin"]
+    assert off["ort_spinning"] is False and on["ort_spinning"] is True  # read back from the live sessions
+    assert off["packed"] is True and on["packed"] is True  # both serve the packed twin
+    runs = [r for r in record["runs"] if r["system"] != "ceiling"]
+    assert {r["system"] for r in runs} == {"xret-packed", "xret-spin"}
+    assert len(runs) == ROUNDS * len(LOADS) * 2 and all(r["ok"] > 0 and not r["errors"] for r in runs)
+    for concurrency, per_request in LOADS:
+        ratio = record["summary"][f"{concurrency}x{per_request}"]["spin/packed"]
+        assert len(ratio["rounds"]) == ROUNDS and ratio["median"] > 0
