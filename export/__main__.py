@@ -74,6 +74,14 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reference(args: argparse.Namespace) -> int:
+    from export.reference import sample_reference, write_reference
+
+    sentences = sample_reference(args.data_dir, args.per_language, args.seed)
+    print(f"wrote {len(sentences)} sentences to {write_reference(args.out, sentences)}")
+    return 0
+
+
 def _cmd_members(args: argparse.Namespace) -> int:
     from export.members_report import markdown
 
@@ -220,6 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     members = sub.add_parser("members", help="markdown table of a repository's members: task scores, time, size")
     members.add_argument("repo", type=Path, help="repository folder")
     members.set_defaults(func=_cmd_members)
+
+    reference = sub.add_parser(
+        "reference", help="write the hubness reference sample (stsb_multi_mt train, 10 languages)"
+    )
+    reference.add_argument("--out", type=Path, default=Path("artifacts/reference.txt"), help="file to write")
+    reference.add_argument("--per-language", type=int, default=1000, help="sentences per language")
+    reference.add_argument("--seed", type=int, default=0, help="sampling seed")
+    reference.add_argument("--data-dir", type=Path, default=None, help="shared data folder (default: ../shared/data)")
+    reference.set_defaults(func=_cmd_reference)
 
     tiny = sub.add_parser("tiny", help="build the tiny random test repository")
     tiny.add_argument("--out", type=Path, required=True, help="repository folder")

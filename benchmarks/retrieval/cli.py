@@ -61,6 +61,16 @@ def add_parser(sub: Any) -> None:
             "none, margin, csls (Tatoeba and stsb-dev)"
         ),
     )
+    p.add_argument(
+        "--rescore-reference",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=(
+            "hubness reference (one sentence per line, `python -m export reference`): with --rescore, also score "
+            "the service's rescoring with r_y over these sentences (`rescored_reference`)"
+        ),
+    )
     p.add_argument("--language-set", choices=LANGUAGE_SETS, default="xtreme36", help="Tatoeba language set")
     p.add_argument(
         "--languages",
@@ -157,6 +167,8 @@ def _run(args: argparse.Namespace) -> int:
     systems = parse_systems(args.system)
     baseline = _check_args(args, [s.name for s in systems])
     rescore = parse_rescore(args.rescore)
+    if args.rescore_reference is not None and not rescore:
+        raise BenchmarkError("--rescore-reference is used by rescoring only: add --rescore margin (or csls)")
     only = [c.strip() for c in args.languages.split(",") if c.strip()] if args.languages else None
     languages = tatoeba.select_languages(tatoeba.read_languages(args.data_dir), args.language_set, only)
     dev_languages = stsb_languages(languages, only) if "stsb-dev" in args.tasks else []
@@ -171,6 +183,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
         rescore=rescore,
+        rescore_reference=args.rescore_reference,
         stsb_languages=dev_languages,
     )
     started = time.perf_counter()

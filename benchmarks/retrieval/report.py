@@ -77,8 +77,16 @@ def _rescoring_section(results: dict[str, Any]) -> list[str]:
         f"service: r_y over the target side itself, r_x from the query's own top-{cfg['rescore_k']}, the top "
         f"{cfg['rescore_service_candidates']} cosine candidates re-ranked (what the service's `rescore` does)."
     )
+    reference = cfg.get("rescore_reference")
+    variants = [("paper", "rescored"), ("service", "rescored_service")]
+    if reference:
+        variants.append(("reference", "rescored_reference"))
+        lines.append(
+            f"reference: as service, but r_y over the hubness reference {reference['path']} ({reference['sentences']} "
+            f"sentences, sha256 {reference['sha256'][:12]}; `--hubness-reference` in the service)."
+        )
     lines.append("")
-    header = ["system", "task", "cosine"] + [f"{m} ({v})" for m in methods for v in ("paper", "service")]
+    header = ["system", "task", "cosine"] + [f"{m} ({label})" for m in methods for label, _ in variants]
     rows = []
     tasks = (("stsb_dev", "stsb-dev DEV", ("xx_en",)), ("tatoeba", "Tatoeba test", ("xx_en", "en_xx")))
     for key, label, directions in tasks:
@@ -88,11 +96,7 @@ def _rescoring_section(results: dict[str, Any]) -> list[str]:
         for name, result in block["results"].items():
             for direction in directions:
                 row = [name, f"{label} {direction.replace('_', '->')}", f"{result['average'][direction]:.2f}"]
-                row += [
-                    _rescored_cell(result, variant, m, direction)
-                    for m in methods
-                    for variant in ("rescored", "rescored_service")
-                ]
+                row += [_rescored_cell(result, key, m, direction) for m in methods for _, key in variants]
                 rows.append(row)
     return lines + _table(header, rows)
 

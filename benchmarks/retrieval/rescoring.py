@@ -1,6 +1,6 @@
 """P@1 after hubness rescoring (ratio margin, CSLS), from vectors already embedded: no new embedding pass.
 
-Two versions, both reported, because they answer different questions:
+Three versions, all reported, because they answer different questions:
 
 * `paper` (Tatoeba as XTREME/LASER would margin-score it): r_x is the mean cosine of a query to its k
   nearest targets, r_y the mean cosine of a target to its k nearest *queries*: each side measured against
@@ -9,6 +9,10 @@ Two versions, both reported, because they answer different questions:
   target to its k nearest *other targets* (the index cannot know its future queries), r_x the mean of the
   query's own top-k cosines, and only the top `candidate_count(1)` cosine candidates are re-ranked. What
   turning the service option on would change.
+* `reference` (what `POST /search` with `rescore` does when the service runs with `--hubness-reference`):
+  as `service`, but r_y is the mean cosine of a target to its k nearest sentences of a fixed reference
+  sample in many languages (export/reference.py), a stand-in for the unknown queries. Scored only when
+  the run is given a reference (`--rescore-reference FILE`).
 
 k = 4 in both, as LASER and XTREME mine. `strict` decides ties the way a P@1 definition does: False takes
 the first best target (as a FAISS top-1 does: Tatoeba), True needs the gold strictly above every other
@@ -22,7 +26,7 @@ import numpy as np
 from benchmarks.retrieval.neighbours import knn
 from service.hubness import RESCORE_METHODS, candidate_count, query_means, rescore, top_k_means
 
-VARIANTS = ("paper", "service")
+VARIANTS = ("paper", "service")  # scored whenever rescoring is asked for; `reference` needs a reference too
 BLOCK_ROWS = 1024
 
 
@@ -46,8 +50,33 @@ def hits_service(
 ) -> np.ndarray:
     """Per-query hit (bool) of src -> tgt retrieval rescored as the service does it (module docstring)."""
     _check(src, tgt, gold, method)
-    cos, ids = knn(src, tgt, min(candidate_count(1), len(tgt)))
     r_tgt = top_k_means(tgt, tgt, k, exclude_self=True) if method != "none" else np.zeros(len(tgt))
+    return _rerank(src, tgt, gold, r_tgt, method, k, strict)
+
+
+def hits_reference(
+    src: np.ndarray,
+    tgt: np.ndarray,
+    gold: np.ndarray,
+    method: str,
+    k: int,
+    strict: bool = False,
+    *,
+    reference: np.ndarray,
+) -> np.ndarray:
+    """Per-query hit (bool) rescored as the service does with a hubness reference: r_y over `reference`."""
+    _check(src, tgt, gold, method)
+    if reference.ndim != 2 or reference.shape[1] != tgt.shape[1] or not len(reference):
+        raise ValueError(f"reference {reference.shape} does not fit targets {tgt.shape}")
+    r_tgt = top_k_means(tgt, reference, k) if method != "none" else np.zeros(len(tgt))
+    return _rerank(src, tgt, gold, r_tgt, method, k, strict)
+
+
+def _rerank(
+    src: np.ndarray, tgt: np.ndarray, gold: np.ndarray, r_tgt: np.ndarray, method: str, k: int, strict: bool
+) -> np.ndarray:
+    """The service's re-ranking: top `candidate_count(1)` cosine candidates, r_x from the query's own top k."""
+    cos, ids = knn(src, tgt, min(candidate_count(1), len(tgt)))
     scores = rescore(cos, query_means(cos, k), r_tgt[ids], method)
     in_list = ids == gold[:, None]
     if not strict:

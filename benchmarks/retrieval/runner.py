@@ -6,14 +6,19 @@ systems are paired comparisons.
 
 Hubness rescoring (`--rescore margin,csls`) is scored from the vectors each task already embedded, in
 two versions (see rescoring.py): "rescored" (r over the other side, as XTREME/LASER) and
-"rescored_service" (what the service's `rescore` option does). Its gain over plain cosine uses the same
+"rescored_service" (what the service's `rescore` option does), and with `--rescore-reference FILE`
+"rescored_reference" (the service's option with a hubness reference; r_y over the file's sentences,
+embedded by each system). Its gain over plain cosine uses the same
 bootstrap resamples as the plain score, so the interval is a paired one. Decide on stsb-dev (a dev set),
 never on Tatoeba or BUCC (test sets).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +27,12 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.retrieval import bucc, stsb_dev, tatoeba
+from benchmarks.retrieval.errors import BenchmarkError
 from benchmarks.retrieval.families import group_by_family
 from benchmarks.retrieval.metrics import bootstrap_macro_means, percentile_interval
-from benchmarks.retrieval.rescoring import HITS, VARIANTS, hits_paper
+from benchmarks.retrieval.rescoring import HITS, hits_paper, hits_reference
 from benchmarks.retrieval.systems import System, SystemEmbedder
+from benchmarks.retrieval.textfile import read_lines
 from service.hubness import candidate_count
 
 TATOEBA_PROTOCOL = (
@@ -34,7 +41,7 @@ TATOEBA_PROTOCOL = (
 )
 MARGIN_K = 4
 N_BOOTSTRAP = 1000
-RESCORED_KEY = {"paper": "rescored", "service": "rescored_service"}
+RESCORED_KEY = {"paper": "rescored", "service": "rescored_service", "reference": "rescored_reference"}
 Hits = dict[str, list[np.ndarray]]  # direction -> per-language hit arrays
 
 
@@ -53,6 +60,14 @@ class RunConfig:
     threads: int
     rescore: list[str] = field(default_factory=list)  # margin / csls; plain cosine is always scored
     stsb_languages: list[str] = field(default_factory=lambda: list(stsb_dev.LANGUAGES))
+    rescore_reference: Path | None = None  # hubness reference sample (one sentence per line): adds `reference`
+
+
+def _reference_facts(path: Path | None, texts: list[str] | None) -> dict[str, Any] | None:
+    """Which hubness reference the `reference` variant used: file, sentence count and the file's sha256."""
+    if path is None or texts is None:
+        return None
+    return {"path": str(path), "sentences": len(texts), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def pct(x: float) -> float:
@@ -92,17 +107,34 @@ def _rescored(
     return out
 
 
-def _empty_rescore_hits(methods: list[str], directions: tuple[str, ...]) -> dict[str, dict[str, Hits]]:
-    return {v: {m: {d: [] for d in directions} for m in methods} for v in VARIANTS}
+HitFn = Callable[..., np.ndarray]
+
+
+def _hitters(reference: np.ndarray | None) -> dict[str, HitFn]:
+    """The rescoring variants to score: paper and service always, `reference` when a reference was embedded."""
+    if reference is None:
+        return dict(HITS)
+    return {**HITS, "reference": functools.partial(hits_reference, reference=reference)}
+
+
+def _empty_rescore_hits(
+    methods: list[str], directions: tuple[str, ...], variants: dict[str, HitFn]
+) -> dict[str, dict[str, Hits]]:
+    return {v: {m: {d: [] for d in directions} for m in methods} for v in variants}
 
 
 async def _tatoeba(
-    embedder: SystemEmbedder, pairs: list[tatoeba.TatoebaPair], name: str, seed: int, rescore: list[str]
+    embedder: SystemEmbedder,
+    pairs: list[tatoeba.TatoebaPair],
+    name: str,
+    seed: int,
+    rescore: list[str],
+    variants: dict[str, HitFn],
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Per-language and averaged P@1 of one system, plus its bootstrap replicates for paired gains."""
     per_language: dict[str, dict[str, Any]] = {}
     hits: Hits = {"xx_en": [], "en_xx": []}
-    rescored = _empty_rescore_hits(rescore, ("xx_en", "en_xx"))
+    rescored = _empty_rescore_hits(rescore, ("xx_en", "en_xx"), variants)
     for pair in tqdm(pairs, desc=f"{name} tatoeba", unit="lang"):
         code = pair.language.iso3
         xx = await embedder.embed(pair.xx, desc=f"{code} xx")
@@ -120,8 +152,8 @@ async def _tatoeba(
         inverse[pair.gold] = np.arange(pair.gold.size)
         for variant, by_method in rescored.items():
             for method, by_direction in by_method.items():
-                by_direction["xx_en"].append(HITS[variant](xx, en, pair.gold, method, MARGIN_K))
-                by_direction["en_xx"].append(HITS[variant](en, xx, inverse, method, MARGIN_K))
+                by_direction["xx_en"].append(variants[variant](xx, en, pair.gold, method, MARGIN_K))
+                by_direction["en_xx"].append(variants[variant](en, xx, inverse, method, MARGIN_K))
     average, replicates = _averages(hits, seed)
     result: dict[str, Any] = {"per_language": per_language, "average": average}
     codes = [pair.language.iso3 for pair in pairs]
@@ -154,7 +186,12 @@ def _family_key(family: str, direction: str) -> str:
 
 
 async def _stsb_dev(
-    embedder: SystemEmbedder, pairs: list[stsb_dev.DevPair], name: str, seed: int, rescore: list[str]
+    embedder: SystemEmbedder,
+    pairs: list[stsb_dev.DevPair],
+    name: str,
+    seed: int,
+    rescore: list[str],
+    variants: dict[str, HitFn],
 ) -> dict[str, Any]:
     """Strict xx->en P@1 per dev language and averaged, plus rescored versions; English embedded once."""
     english = sorted({t for pair in pairs for t in pair.en})
@@ -162,7 +199,7 @@ async def _stsb_dev(
     row = {text: i for i, text in enumerate(english)}
     per_language: dict[str, dict[str, Any]] = {}
     hits: Hits = {"xx_en": []}
-    rescored = _empty_rescore_hits(rescore, ("xx_en",))
+    rescored = _empty_rescore_hits(rescore, ("xx_en",), variants)
     for pair in tqdm(pairs, desc=f"{name} stsb-dev", unit="lang"):
         xx = await embedder.embed(pair.xx, desc=f"stsb-dev {pair.lang}")
         en = en_all[[row[t] for t in pair.en]]
@@ -172,7 +209,7 @@ async def _stsb_dev(
         per_language[pair.lang] = {"n": len(pair.xx), "xx_en": pct(plain.mean())}
         for variant, by_method in rescored.items():
             for method, by_direction in by_method.items():
-                by_direction["xx_en"].append(HITS[variant](xx, en, gold, method, MARGIN_K, strict=True))
+                by_direction["xx_en"].append(variants[variant](xx, en, gold, method, MARGIN_K, strict=True))
     average, replicates = _averages(hits, seed)
     result: dict[str, Any] = {"per_language": per_language, "average": average}
     codes = [pair.lang for pair in pairs]
@@ -262,15 +299,22 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
     replicates: dict[str, dict[str, np.ndarray]] = {}
     bucc_results: dict[str, Any] = {}
     dev_results: dict[str, Any] = {}
+    reference_texts = read_lines(cfg.rescore_reference) if cfg.rescore_reference and cfg.rescore else None
+    if reference_texts is not None and not [t for t in reference_texts if t.strip()]:
+        raise BenchmarkError(f"{cfg.rescore_reference}: the hubness reference holds no sentences")
     for system in systems:
         t0 = time.perf_counter()
         async with SystemEmbedder(system, cfg.cache_dir, cfg.threads) as embedder:
+            reference = await embedder.embed(reference_texts, desc="hubness reference") if reference_texts else None
+            variants = _hitters(reference)
             if "tatoeba" in cfg.tasks:
                 tatoeba_results[system.name], replicates[system.name] = await _tatoeba(
-                    embedder, pairs, system.name, cfg.seed, cfg.rescore
+                    embedder, pairs, system.name, cfg.seed, cfg.rescore, variants
                 )
             if dev_pairs:
-                dev_results[system.name] = await _stsb_dev(embedder, dev_pairs, system.name, cfg.seed, cfg.rescore)
+                dev_results[system.name] = await _stsb_dev(
+                    embedder, dev_pairs, system.name, cfg.seed, cfg.rescore, variants
+                )
             if corpus is not None:
                 bucc_results[system.name] = await _bucc(embedder, corpus, cfg)
             system_info[system.name] = {
@@ -303,6 +347,7 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
             "rescore": cfg.rescore,
             "rescore_k": MARGIN_K,
             "rescore_service_candidates": candidate_count(1),
+            "rescore_reference": _reference_facts(cfg.rescore_reference, reference_texts),
         },
         "systems": system_info,
     }

@@ -15,7 +15,7 @@ import pytest
 from benchmarks.__main__ import build_parser, main
 from benchmarks.retrieval import stsb_dev, tatoeba
 from benchmarks.retrieval.errors import BenchmarkError
-from benchmarks.retrieval.rescoring import hits_paper, hits_service
+from benchmarks.retrieval.rescoring import hits_paper, hits_reference, hits_service
 from export.tasks.metrics import p_at_1
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +48,22 @@ def test_rescoring_turns_hub_misses_into_hits_in_both_versions() -> None:
         assert hits(queries, targets, gold, "csls", 4).tolist() == [True] * 3
     # the other direction: each translation's nearest query is its own (0.75 vs 0.24), with or without rescoring
     assert hits_paper(targets[gold], queries, np.array([0, 1, 2]), "margin", 4).tolist() == [True] * 3
+
+
+def test_a_reference_of_other_queries_finds_the_hub_that_the_targets_alone_cannot() -> None:
+    """r_y over a reference sample: four sentences in "another language" (0.8 e0 + 0.6 e10, never a query here)
+    crowd the hub H (r 0.8) and its crowd (0.76) but not the translations (0.24), so margin and CSLS answer Tj;
+    a reference that crowds no target (all on the far side of e0) leaves plain cosine's misses as they were."""
+    queries, targets, gold = hub_world()
+    e = np.eye(11)
+    reference = np.stack([0.8 * e[0] + 0.6 * e[10]] * 4).astype(np.float32)
+    for method in ("margin", "csls"):
+        assert hits_reference(queries, targets, gold, method, 4, reference=reference).tolist() == [True] * 3
+    assert hits_reference(queries, targets, gold, "none", 4, reference=reference).tolist() == [False] * 3
+    far = np.stack([-e[0]] * 4).astype(np.float32)  # r_y: H -1, C -0.95, Tj -0.3: CSLS favours the hub still more
+    assert hits_reference(queries, targets, gold, "csls", 4, reference=far).tolist() == [False] * 3
+    with pytest.raises(ValueError, match="does not fit"):
+        hits_reference(queries, targets, gold, "margin", 4, reference=np.zeros((2, 5), np.float32))
 
 
 def test_plain_scores_agree_with_the_other_p_at_1_definitions() -> None:
@@ -152,6 +168,23 @@ def test_cli_scores_rescoring_from_the_same_vectors(
     report = (out / "rescore.md").read_text(encoding="utf-8")
     assert "## Hubness rescoring" in report and "stsb-dev DEV xx->en" in report
     assert "## stsb_multi_mt dev retrieval (DEV set)" in report and "margin (service)" in report
+
+    reference = tmp_path / "reference.txt"
+    reference.write_text("Das ist ein Satz.\nC'est une phrase.\nEsto es una frase.\nTo jest zdanie.\nこれは文です。\n")
+    with_ref = [*argv[:-4], "--name", "ref", "--data-dir", str(DATA), "--rescore-reference", str(reference)]
+    assert main(with_ref) == 0
+    ref_results = json.loads((out / "ref.json").read_text(encoding="utf-8"))
+    facts = ref_results["config"]["rescore_reference"]
+    assert facts["sentences"] == 5 and len(facts["sha256"]) == 64
+    ref_tatoeba, ref_dev = ref_results["tatoeba"]["results"]["tiny"], ref_results["stsb_dev"]["results"]["tiny"]
+    assert set(ref_tatoeba["rescored_reference"]) == set(ref_dev["rescored_reference"]) == {"margin", "csls"}
+    # the same vectors: adding a reference changes no other number
+    assert ref_tatoeba["rescored_service"] == tiny["rescored_service"]
+    assert ref_dev["rescored_service"] == dev_tiny["rescored_service"]
+    assert ref_results["systems"]["tiny"]["texts_embedded"] == members * 5  # only the reference was new
+    assert "margin (reference)" in (out / "ref.md").read_text(encoding="utf-8")
+    assert main([*argv[:-4], "--rescore", "none", "--rescore-reference", str(reference)]) == 2
+    assert "--rescore-reference is used by rescoring only" in capsys.readouterr().err
 
     assert main([*argv, "--rescore", "margin,cosine"]) == 2
     assert "--rescore 'margin,cosine': expected a comma-separated list of none, margin, csls" in capsys.readouterr().err
