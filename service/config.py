@@ -118,6 +118,16 @@ class Settings(BaseSettings):
             "when search_rescore is set). Costs a k-NN search per added sentence and an O(n^2) pass per snapshot."
         ),
     )
+    hubness_reference: Path | None = Field(
+        None,
+        description=(
+            "A file of sentences in many languages, one per line (`python -m export reference`), standing in for "
+            "future queries: each sentence's neighbourhood density for rescoring is measured against it instead "
+            "of against the other indexed sentences (turns neighbourhood statistics on). Embedded at start-up "
+            "(10,000 sentences: ~35 s per member on 2 CPU cores). On the stsb_multi_mt dev set it turned "
+            "rescoring from a loss into a gain (benchmarks/RESULTS.md)."
+        ),
+    )
     cache_size: int = Field(10000, ge=0, description="Entries kept by the cache (LRU bound; Redis: per-key TTL).")
     cache_ttl_s: int = Field(3600, ge=1, description="Lifetime of a cached entry in Redis, seconds.")
     index_kind: Literal["flat", "ivf", "hnsw"] = Field("flat", description="FAISS index type for a new index.")

@@ -47,6 +47,7 @@ from service.fusion import (
     stored_layout,
 )
 from service.hubness import NEIGHBOURHOOD_K, RESCORE_METHODS, candidate_count, query_means, rescore
+from service.hubness_reference import embed_reference, read_reference
 from service.index import Hit, IndexParams, Sentence, SentenceIndex
 from service.metrics import EncoderTokens, Metrics
 from service.repository import Repository, load_repository
@@ -118,6 +119,14 @@ class Engine:
             pack_tokens=s.pack_tokens,
         )
         self._ensemble = Ensemble(encoders, fusion.method, fusion.resolved_weights(len(encoders)))
+        reference = read_reference(s.hubness_reference, s.max_chars_per_text) if s.hubness_reference else None
+        for enc in encoders:
+            enc.warmup()
+        reference_vectors = None
+        if reference is not None:  # after warm-up: batches are cut by the calibrated call costs
+            reference_vectors = await asyncio.to_thread(embed_reference, self._ensemble, reference[0])
+            for enc in encoders:
+                enc.tokens.reset()  # the reference is start-up work, not served tokens
         self._index = SentenceIndex.open(
             s.index,
             dim=repo.ensemble.dim,
@@ -130,9 +139,9 @@ class Engine:
                 hnsw_ef_search=s.hnsw_ef_search,
             ),
             neighbourhood=s.neighbourhood_stats or s.search_rescore != "none",
+            reference=reference_vectors,
+            reference_id=reference[1] if reference is not None else "",
         )
-        for enc in encoders:
-            enc.warmup()
         self._token_counts = EncoderTokens(encoders)
         self.metrics.registry.register(self._token_counts)
         on_cuda = any(enc.describe().get("provider") == CUDA_PROVIDER for enc in encoders)
@@ -303,7 +312,7 @@ class Engine:
         if method != "none" and not self._parts()[3].keeps_neighbourhood:
             raise InvalidInput(
                 f"rescore: {method!r} needs the neighbourhood statistics of the index, which this server does not "
-                "keep; start it with --neighbourhood-stats (or a --search-rescore default)"
+                "keep; start it with --hubness-reference FILE, --neighbourhood-stats or a --search-rescore default"
             )
         if method == "none" or self._scored_by_stored_cosine(fusion):
             return method

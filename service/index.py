@@ -33,6 +33,10 @@ Design choices, and why:
   theirs until `save()`, which recomputes every row when anything changed since the last full pass,
   and persists them in the snapshot. That full pass is one (K+1)-NN search per stored sentence:
   seconds for 10^4 sentences, but O(n^2 d) on a large flat index.
+  With a hubness reference (open(reference=...)), r_y is the mean cosine to the `REFERENCE_K` nearest
+  reference vectors instead: computed once per added sentence, never stale (it does not depend on the
+  other rows), so saves and compaction keep it as it is. The manifest records which source the stored
+  means came from (`neighbour_source`); an index opened with another source recomputes them.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ import faiss
 import numpy as np
 
 from service.errors import Conflict, InvalidInput, NotFound, StartupError, Unavailable, XretError
-from service.hubness import NEIGHBOURHOOD_K
+from service.hubness import NEIGHBOURHOOD_K, REFERENCE_K, reference_means
 from service.index_store import (
     INDEX_FILE,
     NEIGHBOURHOOD_FILE,
@@ -203,6 +207,8 @@ class SentenceIndex:
         self._neighbourhood = np.zeros(0, dtype=np.float32)  # r_y per row (hubness rescoring)
         self._neighbourhood_version = 0  # index version of the last full recomputation of every row
         self._keeps_neighbourhood = False  # set by open(neighbourhood=True); off, no r_y is computed or stored
+        self._reference: np.ndarray | None = None  # hubness reference vectors: r_y over them (open(reference=...))
+        self._neighbour_source = ""  # "" (the index's own rows) or "reference:<id>", as the manifest records it
         self._lang_counts: Counter[str] = Counter()
         self._dead = 0
         self._selectors: dict[frozenset[str] | None, tuple[int, Any]] = {}
@@ -214,13 +220,22 @@ class SentenceIndex:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(
-        cls, directory: Path, dim: int, fingerprint: str, params: IndexParams, neighbourhood: bool = False
+        cls,
+        directory: Path,
+        dim: int,
+        fingerprint: str,
+        params: IndexParams,
+        neighbourhood: bool = False,
+        reference: np.ndarray | None = None,
+        reference_id: str = "",
     ) -> SentenceIndex:
         """Load and validate the index in `directory`, or create an empty one there.
 
         `neighbourhood` keeps the per-sentence neighbourhood means that hubness rescoring needs. It is
         off unless asked for: it costs a k-NN search per added sentence and a full pass (O(n^2 d) on a
         flat index) at every snapshot after a change, which a large index must not pay for nothing.
+        `reference` (unit vectors [n, dim], named by `reference_id`) measures them against a hubness
+        reference instead (module docstring); it implies `neighbourhood`.
         """
         directory = Path(directory)
         params.validate("index params")
@@ -230,10 +245,12 @@ class SentenceIndex:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StartupError(f"{directory}: cannot create the index folder ({exc})") from exc
+        kept_reference = _reference_source(reference, reference_id, dim)
         lock_fd = lock_directory(directory)
         index: SentenceIndex | None = None
         try:
-            index = cls._load_or_create(directory, dim, fingerprint, params, lock_fd, neighbourhood)
+            keeps = neighbourhood or reference is not None
+            index = cls._load_or_create(directory, dim, fingerprint, params, lock_fd, keeps, kept_reference)
             index._wal = WriteAheadLog(directory / WAL_FILE)
             index._replay()
         except BaseException:
@@ -245,7 +262,14 @@ class SentenceIndex:
 
     @classmethod
     def _load_or_create(
-        cls, directory: Path, dim: int, fingerprint: str, requested: IndexParams, lock_fd: int, neighbourhood: bool
+        cls,
+        directory: Path,
+        dim: int,
+        fingerprint: str,
+        requested: IndexParams,
+        lock_fd: int,
+        neighbourhood: bool,
+        reference: tuple[np.ndarray | None, str],
     ) -> SentenceIndex:
         manifest = read_manifest(directory)
         if manifest is None:
@@ -261,6 +285,7 @@ class SentenceIndex:
             )
             index = cls(directory, manifest, requested, requested, _new_faiss(requested, dim), lock_fd)
             index._keeps_neighbourhood = neighbourhood
+            index._reference, index._neighbour_source = reference
             index._neighbourhood_version = manifest.version
             index._commit_snapshot()
             log.info("created an empty %s index in %s", requested.structure(), directory)
@@ -294,16 +319,25 @@ class SentenceIndex:
             )
         index = cls(directory, manifest, params, requested, faiss_index, lock_fd)
         index._keeps_neighbourhood = neighbourhood
+        index._reference, index._neighbour_source = reference
         index._append_rows(rows)
         if len(index._row_of) + index._dead != len(rows):
             raise StartupError(f"{snap / SENTENCES_FILE}: repeated sentence ids; the index folder is damaged")
         if not neighbourhood:
             pass
-        elif NEIGHBOURHOOD_FILE in manifest.files and manifest.neighbour_k == NEIGHBOURHOOD_K:
+        elif NEIGHBOURHOOD_FILE in manifest.files and (manifest.neighbour_k, manifest.neighbour_source) == (
+            index._neighbour_k,
+            index._neighbour_source,
+        ):
             index._neighbourhood[: len(rows)] = read_neighbourhood(snap / NEIGHBOURHOOD_FILE, len(rows))
             index._neighbourhood_version = manifest.version
-        else:  # a snapshot from before rescoring, or computed with another k: the next save persists these
-            log.info("computing neighbourhood means (k=%d) of %d sentences", NEIGHBOURHOOD_K, len(index._row_of))
+        else:  # from before rescoring, or another k or source: the next save persists these
+            log.info(
+                "computing neighbourhood means (k=%d, %s) of %d sentences",
+                index._neighbour_k,
+                index._neighbour_source or "own rows",
+                len(index._row_of),
+            )
             index._refresh_neighbourhood()
         remove_stale_snapshots(directory, keep=manifest.snapshot)
         if index.params_note:
@@ -490,6 +524,11 @@ class SentenceIndex:
         """Whether r_y is kept (open(neighbourhood=True)), so searches may be rescored."""
         return self._keeps_neighbourhood
 
+    @property
+    def _neighbour_k(self) -> int:
+        """k of r_y: REFERENCE_K against a hubness reference, NEIGHBOURHOOD_K among the index's own rows."""
+        return REFERENCE_K if self._reference is not None else NEIGHBOURHOOD_K
+
     def _search(self, vectors: np.ndarray, k: int, langs: set[str] | None) -> list[tuple[list[Hit], np.ndarray]]:
         queries = self._check_matrix(vectors, "query vectors")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -520,8 +559,11 @@ class SentenceIndex:
 
         Asks for K + 1 neighbours and drops the row itself by position (an exact duplicate elsewhere
         still counts); a row with fewer live neighbours averages those it has, and with none gets 0,
-        as `service.hubness.neighbourhood_means` does.
+        as `service.hubness.neighbourhood_means` does. With a hubness reference: the mean cosine to the
+        REFERENCE_K nearest reference vectors (`service.hubness.reference_means`), whatever else is stored.
         """
+        if self._reference is not None:
+            return reference_means(vectors, self._reference)
         out = np.zeros(len(rows), dtype=np.float32)
         allowed, selector = self._selector(None)
         want = min(NEIGHBOURHOOD_K + 1, allowed)
@@ -669,14 +711,16 @@ class SentenceIndex:
             with self._lock.read():
                 wal = self._check_open()
                 keeps = self._keeps_neighbourhood
-                if keeps and self._neighbourhood_version != self._version:
+                stale = self._neighbourhood_version != self._version and self._reference is None
+                if keeps and stale:  # against a reference, no row's r_y depends on the others: never stale
                     self._refresh_neighbourhood()
                 m = self._manifest
-                unchanged = (m.version, m.rows, m.params, m.neighbour_k) == (
+                unchanged = (m.version, m.rows, m.params, m.neighbour_k, m.neighbour_source) == (
                     self._version,
                     len(self._rows),
                     asdict(self._params),
-                    NEIGHBOURHOOD_K if keeps else m.neighbour_k,
+                    self._neighbour_k if keeps else m.neighbour_k,
+                    self._neighbour_source if keeps else m.neighbour_source,
                 ) and (NEIGHBOURHOOD_FILE in m.files or not keeps)
                 if not unchanged:
                     self._commit_snapshot()
@@ -693,7 +737,8 @@ class SentenceIndex:
             ivf_trained=self._ivf_trained,
             index_id=self._manifest.index_id,
             created_at=self._manifest.created_at,
-            neighbour_k=NEIGHBOURHOOD_K if self._keeps_neighbourhood else 0,
+            neighbour_k=self._neighbour_k if self._keeps_neighbourhood else 0,
+            neighbour_source=self._neighbour_source if self._keeps_neighbourhood else "",
         )
         index = self._faiss
         neighbourhood = self._neighbourhood[: len(self._rows)].copy() if self._keeps_neighbourhood else None
@@ -780,7 +825,8 @@ class SentenceIndex:
                 "stored_rows": len(self._rows),
                 "deleted_pending_compaction": self._dead,
                 "ivf_trained": self._ivf_trained,
-                "neighbourhood_k": NEIGHBOURHOOD_K,
+                "neighbourhood_k": self._neighbour_k,
+                "neighbourhood_source": self._neighbour_source or "own rows",
                 "neighbourhood_version": self._neighbourhood_version,
                 "dim": self._dim,
                 "languages": dict(self._lang_counts),
@@ -804,6 +850,20 @@ class SentenceIndex:
         if bad.size:
             raise InvalidInput(f"{what}: rows {bad[:_NAMED_IDS].tolist()} hold NaN or infinite values")
         return matrix
+
+
+def _reference_source(reference: np.ndarray | None, reference_id: str, dim: int) -> tuple[np.ndarray | None, str]:
+    """The reference as the index keeps it (float32, C order) and its manifest name; a bad one refuses to open."""
+    if reference is None:
+        return None, ""
+    vectors = np.ascontiguousarray(reference, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim or not len(vectors):
+        raise StartupError(f"hubness reference: expected vectors of shape [n >= 1, {dim}], got {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise StartupError("hubness reference: its vectors hold NaN or inf values")
+    if not reference_id:
+        raise StartupError("hubness reference: a reference_id is needed to tell its stored means from others'")
+    return vectors, f"reference:{reference_id}"
 
 
 def _new_faiss(params: IndexParams, dim: int) -> faiss.Index:

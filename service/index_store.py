@@ -68,6 +68,9 @@ class Manifest:
     # k of the stored neighbourhood means (0: none stored). A default, so manifests written before the
     # field existed still load; their index recomputes the means at open.
     neighbour_k: int = 0
+    # what the stored means were measured against: "" the index's own sentences, "reference:<sha256 prefix>" a
+    # hubness reference; an index opened with another source recomputes them.
+    neighbour_source: str = ""
 
     def to_json(self) -> dict[str, Any]:
         body = {"format": FORMAT, **asdict(self)}

@@ -10,13 +10,14 @@ Three versions, all reported, because they answer different questions:
   query's own top-k cosines, and only the top `candidate_count(1)` cosine candidates are re-ranked. What
   turning the service option on would change.
 * `reference` (what `POST /search` with `rescore` does when the service runs with `--hubness-reference`):
-  as `service`, but r_y is the mean cosine of a target to its k nearest sentences of a fixed reference
+  as `service`, but r_y is the mean cosine of a target to its REFERENCE_K nearest sentences of a fixed reference
   sample in many languages (export/reference.py), a stand-in for the unknown queries. Scored only when
   the run is given a reference (`--rescore-reference FILE`).
 
-k = 4 in both, as LASER and XTREME mine. `strict` decides ties the way a P@1 definition does: False takes
-the first best target (as a FAISS top-1 does: Tatoeba), True needs the gold strictly above every other
-target (the stsb dev metric of export/tasks/metrics.p_at_1, so a collapsed encoder scores 0, not 100).
+k = 4 (as LASER and XTREME mine) for every r but the reference's r_y (service.hubness.REFERENCE_K).
+`strict` decides ties the way a P@1 definition does: False takes the first best target (as a FAISS
+top-1 does: Tatoeba), True needs the gold strictly above every other target (the stsb dev metric of
+export/tasks/metrics.p_at_1, so a collapsed encoder scores 0, not 100).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.retrieval.neighbours import knn
-from service.hubness import RESCORE_METHODS, candidate_count, query_means, rescore, top_k_means
+from service.hubness import RESCORE_METHODS, candidate_count, query_means, reference_means, rescore, top_k_means
 
 VARIANTS = ("paper", "service")  # scored whenever rescoring is asked for; `reference` needs a reference too
 BLOCK_ROWS = 1024
@@ -68,7 +69,7 @@ def hits_reference(
     _check(src, tgt, gold, method)
     if reference.ndim != 2 or reference.shape[1] != tgt.shape[1] or not len(reference):
         raise ValueError(f"reference {reference.shape} does not fit targets {tgt.shape}")
-    r_tgt = top_k_means(tgt, reference, k) if method != "none" else np.zeros(len(tgt))
+    r_tgt = reference_means(tgt, reference) if method != "none" else np.zeros(len(tgt))  # k: REFERENCE_K
     return _rerank(src, tgt, gold, r_tgt, method, k, strict)
 
 
