@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_rescore_engine import NAMES, QUERY, R_X, engine_run, plant, planted
 
 from service.config import Settings
 from service.engine import Engine
 from service.errors import StartupError
 from service.hubness import reference_means
 from service.index import IndexParams, Sentence, SentenceIndex
-from tests.unit.test_rescore_engine import NAMES, QUERY, R_X, engine_run, plant, planted
 
 FINGERPRINT = "f" * 16
 REFERENCE_LINES = ["Das ist ein Satz.", "C'est une phrase.", "", "Esto es una frase.", "To jest zdanie.", "文です。"]
