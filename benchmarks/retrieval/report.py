@@ -29,6 +29,9 @@ def write_report(results: dict[str, Any], out_dir: Path, name: str) -> dict[str,
     if results.get("tatoeba", {}).get("gains"):
         paths["gains_plot"] = out_dir / f"{name}-gains.png"
         plot_gains(results, paths["gains_plot"])
+    if results["config"].get("rescore") and (results.get("stsb_dev") or results.get("tatoeba")):
+        paths["rescoring_plot"] = out_dir / f"{name}-rescoring.png"
+        plot_rescoring(results, paths["rescoring_plot"])
     results["files"] = {kind: str(path) for kind, path in paths.items()}
     paths["json"].write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     paths["markdown"].write_text(markdown(results, {k: p.name for k, p in paths.items()}), encoding="utf-8")
@@ -353,6 +356,46 @@ def plot_gains(results: dict[str, Any], path: Path) -> None:
         ax.text(col, row, f"{value:+.1f}", ha="center", va="center", fontsize=6, color=colour)
     fig.colorbar(image, ax=ax, label="P@1 gain, points")
     ax.set_title(f"Tatoeba xx->en gain over {results['baseline']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+RESCORING_VARIANTS = (("paper", "rescored"), ("service", "rescored_service"), ("reference", "rescored_reference"))
+
+
+def plot_rescoring(results: dict[str, Any], path: Path) -> None:
+    """Gain of each rescoring variant over plain cosine (first method asked for), with paired 95% CIs.
+
+    One group per system and task (DEV first), one bar per variant: whether a variant that helps on the dev
+    set also helps on the test set is the question this plot answers at a glance.
+    """
+    method = results["config"]["rescore"][0]
+    groups: list[tuple[str, dict[str, Any], str]] = []
+    for key, label, directions in (("stsb_dev", "DEV", ("xx_en",)), ("tatoeba", "Tatoeba", ("xx_en", "en_xx"))):
+        for system, result in results.get(key, {}).get("results", {}).items():
+            for direction in directions:
+                groups.append((f"{system}\n{label} {direction.replace('_', '->')}", result, direction))
+    variants = [(v, k) for v, k in RESCORING_VARIANTS if any(k in r for _, r, _ in groups)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups)), 4.5))
+    width = 0.8 / max(1, len(variants))
+    x = np.arange(len(groups))
+    for i, (variant, key) in enumerate(variants):
+        gains = [r[key][method]["gain_over_cosine"] if key in r else None for _, r, _ in groups]
+        values = [g[d] if g else np.nan for g, (_, _, d) in zip(gains, groups, strict=True)]
+        err = np.array(
+            [
+                [v - g[f"{d}_ci95"][0], g[f"{d}_ci95"][1] - v] if g else [np.nan, np.nan]
+                for v, g, (_, _, d) in zip(values, gains, groups, strict=True)
+            ]
+        ).T
+        bars = ax.bar(x + (i - (len(variants) - 1) / 2) * width, values, width, yerr=err, capsize=3, label=variant)
+        ax.bar_label(bars, fmt="%+.1f", fontsize=7, padding=2)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, [g[0] for g in groups], fontsize=7)
+    ax.set_ylabel("P@1 gain over cosine, points")
+    ax.set_title(f"Hubness rescoring ({method}): gain over plain cosine, paired 95% CI", fontsize=9)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -183,6 +183,7 @@ def test_cli_scores_rescoring_from_the_same_vectors(
     assert ref_dev["rescored_service"] == dev_tiny["rescored_service"]
     assert ref_results["systems"]["tiny"]["texts_embedded"] == members * 5  # only the reference was new
     assert "margin (reference)" in (out / "ref.md").read_text(encoding="utf-8")
+    assert (out / "ref-rescoring.png").stat().st_size > 0 and (out / "rescore-rescoring.png").stat().st_size > 0
     assert main([*argv[:-4], "--rescore", "none", "--rescore-reference", str(reference)]) == 2
     assert "--rescore-reference is used by rescoring only" in capsys.readouterr().err
 
