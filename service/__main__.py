@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         env = "REDIS_URL" if name == "redis_url" else f"XRET_{name.upper()}"
         flag = f"--{name.replace('_', '-')}"
         help_text = f"{field.description} [env {env}; default {field.default}]"
-        if field.annotation is bool:
+        if field.annotation in (bool, bool | None):  # None: unset, the service decides
             # `--flag` alone turns it on; `--flag false` turns off what the environment turned on.
             serve.add_argument(
                 flag, dest=name, default=None, nargs="?", const="true", metavar="true|false", help=help_text

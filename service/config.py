@@ -37,12 +37,14 @@ class Settings(BaseSettings):
         "auto", description="auto uses CUDA when onnxruntime offers it, else CPU."
     )
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per member session; 0 = runtime default.")
-    ort_spinning: bool = Field(
-        False,
+    ort_spinning: bool | None = Field(
+        None,
         description=(
-            "Let idle onnxruntime threads spin-wait for work (intra- and inter-op). Off by default: spinning "
-            "threads burn the cores the event loop and the other members need; on 2 cores turning it off "
-            "took 32 one-text clients from 27.6 to 44.8 texts/s. May pay off on a machine with cores to spare."
+            "Let idle onnxruntime threads spin-wait for work (intra- and inter-op). Unset: on when the repository "
+            "has one member, off with several (their thread pools run at once and would spin against each "
+            "other). With one member on 2 cores spinning served 1.07x the texts/s at 32 one-text clients and "
+            "1.10x at 4 clients of 32 texts (stop 15, interleaved rounds); stop 6 had turned it off when, "
+            "before length buckets, spinning threads starved the event loop."
         ),
     )
     batcher_concurrency: int | None = Field(
@@ -161,6 +163,11 @@ class Batching:
 # served 1.5-1.6x the texts/s at 16-64 clients of 32 texts, with a lower p99.
 CPU_BATCHING = Batching(max_batch_tokens=8192, max_batch_size=64, concurrency=1)
 CUDA_BATCHING = Batching(max_batch_tokens=32768, max_batch_size=256, concurrency=2)
+
+
+def resolve_spinning(settings: Settings, members: int) -> bool:
+    """`ort_spinning` as set, or unset: on for a one-member repository, off when several members run at once."""
+    return settings.ort_spinning if settings.ort_spinning is not None else members == 1
 
 
 def resolve_batching(settings: Settings, on_cuda: bool) -> Batching:

@@ -24,7 +24,7 @@ import numpy as np
 
 from service.batching import MicroBatcher
 from service.cache import Cache, cache_key, decode_vector, encode_vector, make_cache
-from service.config import CPU_BATCHING, Batching, Settings, resolve_batching
+from service.config import CPU_BATCHING, Batching, Settings, resolve_batching, resolve_spinning
 from service.encoders import load_encoders
 from service.encoders.onnx import CUDA as CUDA_PROVIDER
 from service.ensemble import Ensemble, normalized_weights
@@ -112,7 +112,7 @@ class Engine:
             repo,
             device=s.device,
             threads=s.intra_op_threads,
-            spinning=s.ort_spinning,
+            spinning=resolve_spinning(s, len(repo.members)),
             padding_slack=s.padding_slack,
             bucketing=s.bucketing,
             disabled_optimizers=s.disabled_optimizers,

@@ -12,10 +12,11 @@ alike. The bare-onnxruntime ceiling (length-sorted batches of 32 through model.o
 servers idle) takes a turn in the same rotation, so the issue's "fraction of the ceiling" is read inside a
 round too, not against a ceiling measured minutes away.
 
-`scenario spinning` asks why the packed server's batches run ~25% slower than the ceiling's (stop 14): the
-ceiling's session lets idle threads spin, the service's does not (`ort_spinning`, off since stop 6, when
-spinning threads starved an event loop on a shared machine and before buckets and packing existed). Same
-rounds, servers `xret-packed` (default settings) and `xret-spin` (the same with `ort_spinning` on).
+`scenario spinning` asked why the packed server's batches ran ~25% slower than the ceiling's (stop 14): the
+ceiling's session lets idle threads spin, the service's did not (`ort_spinning` was off from stop 6, when
+spinning threads starved an event loop on a shared machine, before buckets and packing existed). Same
+rounds, servers `xret-packed` (`ort_spinning` off) and `xret-spin` (on, a one-member server's default since
+stop 15, when this scenario measured it).
 """
 
 from __future__ import annotations

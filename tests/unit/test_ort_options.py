@@ -70,7 +70,7 @@ def test_flags_are_listed_in_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_spinning_flag_sets_both_ways_and_beats_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XRET_ORT_SPINNING", raising=False)
-    assert parse().ort_spinning is False
+    assert parse().ort_spinning is None  # unset: the service decides by the member count (resolve_spinning)
     assert parse("--ort-spinning").ort_spinning is True
     assert parse("--ort-spinning", "true").ort_spinning is True
     assert parse("--ort-spinning", "false").ort_spinning is False
@@ -159,3 +159,25 @@ def test_batcher_concurrency_2_embeds_exactly_like_1_and_is_reported(tiny_repo: 
     np.testing.assert_array_equal(one, two)
     assert info_one["batcher_concurrency"] == 1 and info_two["batcher_concurrency"] == 2
     assert info_one["ort_spinning"] is False and info_one["intra_op_threads"] == 1
+
+
+def test_unset_spinning_is_on_for_one_member_and_off_for_several(tiny_repo: Path, tmp_path: Path) -> None:
+    """The default follows the member count (stop 15 measured one member spinning on 2 cores: faster at both
+    loads; several members run their pools at once). Read back from the live sessions via `info()`."""
+    from export.tiny import build_tiny_repository
+
+    one = build_tiny_repository(tmp_path / "one", n_members=1)
+
+    async def spinning(repo: Path, index: Path, ort_spinning: bool | None = None) -> list[bool]:
+        settings = Settings(repo=repo, index=index, redis_url=None, snapshot_interval_s=0, ort_spinning=ort_spinning)
+        engine = Engine(settings)
+        await engine.start()
+        try:
+            return [m["runtime"]["ort_spinning"] for m in engine.info()["members"]]
+        finally:
+            await engine.stop()
+
+    assert asyncio.run(spinning(one, tmp_path / "i1")) == [True]
+    assert asyncio.run(spinning(tiny_repo, tmp_path / "i2")) == [False, False]
+    assert asyncio.run(spinning(one, tmp_path / "i3", ort_spinning=False)) == [False]  # a setting always wins
+    assert asyncio.run(spinning(tiny_repo, tmp_path / "i4", ort_spinning=True)) == [True, True]
