@@ -41,10 +41,10 @@ class Settings(BaseSettings):
         None,
         description=(
             "Let idle onnxruntime threads spin-wait for work (intra- and inter-op). Unset: on when the repository "
-            "has one member, off with several (their thread pools run at once and would spin against each "
-            "other). With one member on 2 cores spinning served 1.07x the texts/s at 32 one-text clients and "
-            "1.10x at 4 clients of 32 texts (stop 15, interleaved rounds); stop 6 had turned it off when, "
-            "before length buckets, spinning threads starved the event loop."
+            "has one member, off with several (their thread pools run at once and spin against each other: "
+            "0.78-0.86x with two members). With one member on 2 cores spinning served 1.07x the texts/s at 32 "
+            "one-text clients and 1.10x at 4 clients of 32 texts (stop 15, interleaved rounds); stop 6 had turned "
+            "it off when, before length buckets, spinning threads starved the event loop."
         ),
     )
     batcher_concurrency: int | None = Field(
@@ -126,8 +126,9 @@ class Settings(BaseSettings):
             "A file of sentences in many languages, one per line (`python -m export reference`), standing in for "
             "future queries: each sentence's neighbourhood density for rescoring is measured against it instead "
             "of against the other indexed sentences (turns neighbourhood statistics on). Embedded at start-up "
-            "(10,000 sentences: ~35 s per member on 2 CPU cores). On the stsb_multi_mt dev set it turned "
-            "rescoring from a loss into a gain (benchmarks/RESULTS.md)."
+            "(10,000 sentences: ~35 s per member on 2 CPU cores). Draw it from the queries' own kind of text: "
+            "a reference of STS-B sentences gained 1.9 P@1 on STS-B-like queries and nothing on Tatoeba "
+            "(benchmarks/RESULTS.md, stop 15)."
         ),
     )
     cache_size: int = Field(10000, ge=0, description="Entries kept by the cache (LRU bound; Redis: per-key TTL).")

@@ -827,7 +827,8 @@ class SentenceIndex:
                 "ivf_trained": self._ivf_trained,
                 "neighbourhood_k": self._neighbour_k,
                 "neighbourhood_source": self._neighbour_source or "own rows",
-                "neighbourhood_version": self._neighbourhood_version,
+                # against a reference every row's r_y is current as soon as it is added
+                "neighbourhood_version": self._version if self._reference is not None else self._neighbourhood_version,
                 "dim": self._dim,
                 "languages": dict(self._lang_counts),
                 "version": self._version,

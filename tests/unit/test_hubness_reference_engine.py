@@ -51,6 +51,7 @@ def test_index_measures_r_against_the_reference_and_never_lets_it_go_stale(tmp_p
     assert r_of(index, query) == pytest.approx({k: v for k, v in r.items() if k not in ("C1", "C2")}, abs=1e-6)
     stats = index.stats()
     assert stats["neighbourhood_k"] == 16 and stats["neighbourhood_source"] == "reference:r1"
+    assert stats["neighbourhood_version"] == stats["version"]  # never stale: nothing to recompute
     index.close()
     own = SentenceIndex.open(tmp_path / "i", 11, FINGERPRINT, IndexParams(), neighbourhood=True)
     assert own.stats()["neighbourhood_source"] == "own rows"  # another source: recomputed at open
