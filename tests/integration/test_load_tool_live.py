@@ -177,19 +177,25 @@ def test_fixes_scenario_compares_every_variant_and_the_int8_member(
     assert all(r["ok"] > 0 and not r["errors"] for r in search["runs"])
 
 
+def _packed_tiny_repo(checkpoint: Path, repo: Path) -> Path:
+    """A one-member repository of the tiny model with its packed twin (model.packed.onnx), as the rounds need."""
+    from export.onnx_export import export_member
+    from export.repository_writer import write_ensemble
+    from export.tiny import TINY_MAX_LENGTH
+
+    export_member(checkpoint, repo, "tiny", packed=True, max_length=TINY_MAX_LENGTH, base_model="tiny")
+    write_ensemble(repo, ["tiny"])
+    return repo
+
+
 def test_packing_scenario_runs_packed_padded_and_rotates_them_per_round(
     tiny_checkpoint: Path, tatoeba: Path, tmp_path: Path
 ) -> None:
     """Scenario `packing` end to end on a tiny member with its packed twin: two servers, every round, every load."""
     from benchmarks.load.packing_ab import LOADS, ROUNDS
     from benchmarks.load.scenarios import run_scenario
-    from export.onnx_export import export_member
-    from export.repository_writer import write_ensemble
-    from export.tiny import TINY_MAX_LENGTH
 
-    repo = tmp_path / "repo"
-    export_member(tiny_checkpoint, repo, "tiny", packed=True, max_length=TINY_MAX_LENGTH, base_model="tiny")
-    write_ensemble(repo, ["tiny"])
+    repo = _packed_tiny_repo(tiny_checkpoint, tmp_path / "repo")
     setup = _short_setup(repo, tatoeba, tmp_path, pack_tokens=40)
     record = json.loads(run_scenario("packing", setup, tmp_path / "out").read_text(encoding="utf-8"))
     assert record["infinity_problem"].startswith("peers' python not found") and record["pack_tokens"] == 40
@@ -214,13 +220,8 @@ def test_spinning_scenario_serves_spin_off_and_on_and_records_what_ran(
     """Scenario `spinning`: both servers packed, one spinning; the record reads each server's runtime back."""
     from benchmarks.load.packing_ab import LOADS, ROUNDS
     from benchmarks.load.scenarios import run_scenario
-    from export.onnx_export import export_member
-    from export.repository_writer import write_ensemble
-    from export.tiny import TINY_MAX_LENGTH
 
-    repo = tmp_path / "repo"
-    export_member(tiny_checkpoint, repo, "tiny", packed=True, max_length=TINY_MAX_LENGTH, base_model="tiny")
-    write_ensemble(repo, ["tiny"])
+    repo = _packed_tiny_repo(tiny_checkpoint, tmp_path / "repo")
     record = json.loads(run_scenario("spinning", _short_setup(repo, tatoeba, tmp_path), tmp_path / "out").read_text())
     (off,), (on,) = record["runtime"]["xret-packed"], record["runtime"]["xret-spin"]
     assert off["ort_spinning"] is False and on["ort_spinning"] is True  # read back from the live sessions
