@@ -77,8 +77,13 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
 def _cmd_reference(args: argparse.Namespace) -> int:
     from export.reference import sample_reference, write_reference
 
-    sentences = sample_reference(args.data_dir, args.per_language, args.seed)
-    print(f"wrote {len(sentences)} sentences to {write_reference(args.out, sentences)}")
+    try:  # bad flags, missing or malformed data: one line naming it, not a traceback
+        sentences = sample_reference(args.data_dir, args.per_language, args.seed)
+        written = write_reference(args.out, sentences)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(sentences)} sentences to {written}")
     return 0
 
 

@@ -299,9 +299,11 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
     replicates: dict[str, dict[str, np.ndarray]] = {}
     bucc_results: dict[str, Any] = {}
     dev_results: dict[str, Any] = {}
-    reference_texts = read_lines(cfg.rescore_reference) if cfg.rescore_reference and cfg.rescore else None
-    if reference_texts is not None and not [t for t in reference_texts if t.strip()]:
-        raise BenchmarkError(f"{cfg.rescore_reference}: the hubness reference holds no sentences")
+    reference_texts = None
+    if cfg.rescore_reference and cfg.rescore:  # as the service reads it: stripped lines, blank ones skipped
+        reference_texts = [t.strip() for t in read_lines(cfg.rescore_reference) if t.strip()]
+        if not reference_texts:
+            raise BenchmarkError(f"{cfg.rescore_reference}: the hubness reference holds no sentences")
     for system in systems:
         t0 = time.perf_counter()
         async with SystemEmbedder(system, cfg.cache_dir, cfg.threads) as embedder:

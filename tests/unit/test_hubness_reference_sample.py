@@ -41,3 +41,11 @@ def test_a_sentence_with_a_line_break_is_refused(tmp_path: Path) -> None:
         write_reference(tmp_path / "r.txt", ["one", "two\u2028lines"])
     with pytest.raises(ValueError, match="per_language must be >= 1"):
         sample_reference(DATA, per_language=0)
+
+
+def test_cli_names_a_bad_count_or_a_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.txt"
+    assert main(["reference", "--out", str(out), "--per-language", "0", "--data-dir", str(DATA)]) == 2
+    assert "error: per_language must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["reference", "--out", str(out), "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert "stsb-de-train.csv.gz" in capsys.readouterr().err and not out.exists()
