@@ -18,6 +18,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from benchmarks.retrieval.rescoring import RESCORED_KEY
+
 
 def write_report(results: dict[str, Any], out_dir: Path, name: str) -> dict[str, Path]:
     """Write JSON, markdown and plots; returns the paths written, by kind."""
@@ -81,9 +83,8 @@ def _rescoring_section(results: dict[str, Any]) -> list[str]:
         f"{cfg['rescore_service_candidates']} cosine candidates re-ranked (what the service's `rescore` does)."
     )
     reference = cfg.get("rescore_reference")
-    variants = [("paper", "rescored"), ("service", "rescored_service")]
+    variants = [(label, key) for label, key in RESCORED_KEY.items() if label != "reference" or reference]
     if reference:
-        variants.append(("reference", "rescored_reference"))
         lines.append(
             f"reference: as service, but r_y over the hubness reference {reference['path']} ({reference['sentences']} "
             f"sentences, sha256 {reference['sha256'][:12]}; `--hubness-reference` in the service)."
@@ -361,9 +362,6 @@ def plot_gains(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-RESCORING_VARIANTS = (("paper", "rescored"), ("service", "rescored_service"), ("reference", "rescored_reference"))
-
-
 def plot_rescoring(results: dict[str, Any], path: Path) -> None:
     """Gain of each rescoring variant over plain cosine (first method asked for), with paired 95% CIs.
 
@@ -376,7 +374,7 @@ def plot_rescoring(results: dict[str, Any], path: Path) -> None:
         for system, result in results.get(key, {}).get("results", {}).items():
             for direction in directions:
                 groups.append((f"{system}\n{label} {direction.replace('_', '->')}", result, direction))
-    variants = [(v, k) for v, k in RESCORING_VARIANTS if any(k in r for _, r, _ in groups)]
+    variants = [(v, k) for v, k in RESCORED_KEY.items() if any(k in r for _, r, _ in groups)]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups)), 4.5))
     width = 0.8 / max(1, len(variants))
     x = np.arange(len(groups))

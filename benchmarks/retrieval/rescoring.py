@@ -27,7 +27,9 @@ import numpy as np
 from benchmarks.retrieval.neighbours import knn
 from service.hubness import RESCORE_METHODS, candidate_count, query_means, reference_means, rescore, top_k_means
 
-VARIANTS = ("paper", "service")  # scored whenever rescoring is asked for; `reference` needs a reference too
+# variant -> its key in a system's results; paper and service are scored whenever rescoring is asked for,
+# reference only when the run has a reference too
+RESCORED_KEY = {"paper": "rescored", "service": "rescored_service", "reference": "rescored_reference"}
 BLOCK_ROWS = 1024
 
 

@@ -30,10 +30,12 @@ from benchmarks.retrieval import bucc, stsb_dev, tatoeba
 from benchmarks.retrieval.errors import BenchmarkError
 from benchmarks.retrieval.families import group_by_family
 from benchmarks.retrieval.metrics import bootstrap_macro_means, percentile_interval
-from benchmarks.retrieval.rescoring import HITS, hits_paper, hits_reference
+from benchmarks.retrieval.rescoring import HITS, RESCORED_KEY, hits_paper, hits_reference
 from benchmarks.retrieval.systems import System, SystemEmbedder
-from benchmarks.retrieval.textfile import read_lines
+from service.config import Settings
+from service.errors import StartupError
 from service.hubness import candidate_count
+from service.hubness_reference import read_reference
 
 TATOEBA_PROTOCOL = (
     "XTREME: per language, xx sentences searched among the (sorted) English side of the same file; "
@@ -41,7 +43,6 @@ TATOEBA_PROTOCOL = (
 )
 MARGIN_K = 4
 N_BOOTSTRAP = 1000
-RESCORED_KEY = {"paper": "rescored", "service": "rescored_service", "reference": "rescored_reference"}
 Hits = dict[str, list[np.ndarray]]  # direction -> per-language hit arrays
 
 
@@ -300,10 +301,12 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
     bucc_results: dict[str, Any] = {}
     dev_results: dict[str, Any] = {}
     reference_texts = None
-    if cfg.rescore_reference and cfg.rescore:  # as the service reads it: stripped lines, blank ones skipped
-        reference_texts = [t.strip() for t in read_lines(cfg.rescore_reference) if t.strip()]
-        if not reference_texts:
-            raise BenchmarkError(f"{cfg.rescore_reference}: the hubness reference holds no sentences")
+    if cfg.rescore_reference and cfg.rescore:  # the service's own reader: the same sentences, the same refusals
+        max_chars = Settings.model_fields["max_chars_per_text"].default
+        try:
+            reference_texts, _ = read_reference(cfg.rescore_reference, max_chars)
+        except StartupError as exc:  # a bad file is bad input here (exit 2), not a failure to embed
+            raise BenchmarkError(str(exc)) from None
     for system in systems:
         t0 = time.perf_counter()
         async with SystemEmbedder(system, cfg.cache_dir, cfg.threads) as embedder:

@@ -186,6 +186,11 @@ def test_cli_scores_rescoring_from_the_same_vectors(
     assert (out / "ref-rescoring.png").stat().st_size > 0 and (out / "rescore-rescoring.png").stat().st_size > 0
     assert main([*argv[:-4], "--rescore", "none", "--rescore-reference", str(reference)]) == 2
     assert "--rescore-reference is used by rescoring only" in capsys.readouterr().err
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n", encoding="utf-8")
+    blank_argv = [*argv[:-4], "--name", "blank", "--data-dir", str(DATA), "--rescore-reference", str(blank)]
+    assert main(blank_argv) == 2  # the service's own refusal, as bad input
+    assert f"hubness reference {blank}: no sentences" in capsys.readouterr().err
 
     assert main([*argv, "--rescore", "margin,cosine"]) == 2
     assert "--rescore 'margin,cosine': expected a comma-separated list of none, margin, csls" in capsys.readouterr().err
