@@ -1,5 +1,5 @@
 """Server settings side by side in interleaved rounds: `scenario packing` (packed against padded serving)
-and `scenario spinning` (onnxruntime's spin-waiting off, the default, against on), each against infinity.
+and `scenario spinning` (onnxruntime's spin-waiting off against on), each against infinity.
 
 Why a scenario of its own: on this shared 2-core machine the speed of the same loop drifts by a third within
 minutes (stop 13: the bare-onnxruntime ceiling read 323 before and 227 after one `scenario peers` run), so two
@@ -118,7 +118,7 @@ def scenario_packing(setup: Setup) -> dict[str, Any]:
 
 
 def scenario_spinning(setup: Setup) -> dict[str, Any]:
-    """xret packed with spin-waiting off (the default) and on, and infinity, in interleaved rounds."""
+    """xret packed with spin-waiting off and on (a one-member server's default), and infinity, in rounds."""
     packed = {"pack_tokens": str(setup.pack_tokens)}
     servers = {"xret-packed": {**packed, "ort_spinning": "false"}, "xret-spin": {**packed, "ort_spinning": "true"}}
     return {"pack_tokens": setup.pack_tokens, **interleaved(setup, servers)}

@@ -606,7 +606,7 @@ def scenario_packing(setup: Setup) -> dict[str, Any]:
 
 
 def scenario_spinning(setup: Setup) -> dict[str, Any]:
-    """Spin-waiting off (the default) and on, packed, and infinity in interleaved rounds (packing_ab.py)."""
+    """Spin-waiting off and on (a one-member server's default), packed, and infinity in rounds (packing_ab.py)."""
     from benchmarks.load.packing_ab import scenario_spinning as run_spinning
 
     return run_spinning(setup)
