@@ -69,6 +69,12 @@ def _rescored_cell(result: dict[str, Any], key: str, method: str, direction: str
     return f"{entry['average'][direction]:.2f} ({gain[direction]:+.2f} {_ci(gain[f'{direction}_ci95'])})"
 
 
+def _paper_rescored(result: dict[str, Any], method: str, code: str) -> str:
+    """One language's paper-rescored xx->en P@1, or '-' for a system not rescored (an rrf system)."""
+    entry = result.get("rescored", {}).get(method)
+    return "-" if entry is None else f"{entry['per_language'][code]['xx_en']:.1f}"
+
+
 def _rescoring_section(results: dict[str, Any]) -> list[str]:
     """One table: plain cosine vs each rescoring, both versions, per system and task (DEV first)."""
     cfg = results["config"]
@@ -124,7 +130,7 @@ def _stsb_dev_section(results: dict[str, Any]) -> list[str]:
         for name in systems:
             result = dev["results"][name]
             row.append(f"{result['per_language'][lang['code']]['xx_en']:.1f}")
-            row += [f"{result['rescored'][m]['per_language'][lang['code']]['xx_en']:.1f}" for m in methods]
+            row += [_paper_rescored(result, m, lang["code"]) for m in methods]
         rows.append(row)
     if methods:
         lines.append("Rescored columns are the paper version (r over the other side).")
@@ -201,6 +207,12 @@ def markdown(results: dict[str, Any], files: dict[str, str]) -> str:
         )
     if "bucc" in results:
         lines.append(f"BUCC: {results['bucc']['split']}; F1 with the CV threshold and with the ORACLE threshold.")
+    rrf_systems = [name for name, info in results["systems"].items() if info.get("fusion") == "rrf"]
+    if rrf_systems:
+        lines.append(
+            f"{', '.join(rrf_systems)}: fused by rrf, so P@1 is the top hit of the service's RRF search (each member "
+            "ranks the summed-cosine candidates), not a cosine; no rescoring and no BUCC, as in the service. "
+        )
     if dev:
         lines.append("stsb-dev: the DEV set (choices are made here), strict xx->en P@1.")
     lines.append("")
@@ -249,7 +261,7 @@ def markdown(results: dict[str, Any], files: dict[str, str]) -> str:
                 result = tat["results"][name]
                 scores = result["per_language"][lang["iso3"]]
                 row += [f"{scores['xx_en']:.1f}", f"{scores['en_xx']:.1f}"]
-                row += [f"{result['rescored'][m]['per_language'][lang['iso3']]['xx_en']:.1f}" for m in methods]
+                row += [_paper_rescored(result, m, lang["iso3"]) for m in methods]
             rows.append(row)
         lines += _table(header, rows)
     if "bucc" in results:
@@ -260,6 +272,7 @@ def markdown(results: dict[str, Any], files: dict[str, str]) -> str:
             f"CV: {cfg['cv_folds']}-fold over zh sentences (seed {cfg['seed']}), each fold scored at the threshold "
             "that maximises F1 on the other folds, counts pooled. "
             "ORACLE: threshold tuned on the same gold (optimistic)."
+            + "".join(f" {name}: {why}." for name, why in b.get("not_scored", {}).items())
         )
         lines.append("")
         rows = []
@@ -316,7 +329,9 @@ def plot_averages(results: dict[str, Any], path: Path) -> None:
     if "bucc" in results:
         for scoring in ("ratio_margin", "cosine"):
             label = f"BUCC zh-en sample\n{scoring.replace('_', ' ')} F1 (CV)"
-            metrics.append((label, [results["bucc"]["results"][s][scoring]["cv"]["f1"] for s in systems], None))
+            scored = results["bucc"]["results"]
+            values = [scored[s][scoring]["cv"]["f1"] if s in scored else np.nan for s in systems]  # NaN: no bar
+            metrics.append((label, values, None))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(metrics) * max(1, len(systems)) ** 0.5), 4.5))
     width = 0.8 / max(1, len(systems))
     x = np.arange(len(metrics))

@@ -11,6 +11,10 @@ two versions (see rescoring.py): "rescored" (r over the other side, as XTREME/LA
 embedded by each system). Its gain over plain cosine uses the same
 bootstrap resamples as the plain score, so the interval is a paired one. Decide on stsb-dev (a dev set),
 never on Tatoeba or BUCC (test sets).
+
+A system fused by `rrf` is scored by the service's RRF search (rrf.py) instead of plain cosine; as in the
+service, it takes no hubness rescoring, and it has no BUCC score: mining thresholds one score across all
+sentence pairs, and RRF scores are ranks within one query's candidates (the results say so by name).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from benchmarks.retrieval.errors import BenchmarkError
 from benchmarks.retrieval.families import group_by_family
 from benchmarks.retrieval.metrics import bootstrap_macro_means, percentile_interval
 from benchmarks.retrieval.rescoring import HITS, RESCORED_KEY, hits_paper, hits_reference
+from benchmarks.retrieval.rrf import hits_rrf
 from benchmarks.retrieval.systems import System, SystemEmbedder
 from service.config import Settings
 from service.errors import StartupError
@@ -109,6 +114,14 @@ def _rescored(
 
 
 HitFn = Callable[..., np.ndarray]
+BUCC_NOT_RRF = "not scored: rrf scores rank one query's candidates, and mining needs one threshold for all pairs"
+
+
+def _rrf_search(embedder: SystemEmbedder) -> HitFn | None:
+    """The service's RRF search over this system's stored (concat) rows; None for a cosine-scored system."""
+    if embedder.method != "rrf":
+        return None
+    return functools.partial(hits_rrf, dims=embedder.dims, weights=embedder.weights, rrf_k=embedder.rrf_k)
 
 
 def _hitters(reference: np.ndarray | None) -> dict[str, HitFn]:
@@ -136,11 +149,16 @@ async def _tatoeba(
     per_language: dict[str, dict[str, Any]] = {}
     hits: Hits = {"xx_en": [], "en_xx": []}
     rescored = _empty_rescore_hits(rescore, ("xx_en", "en_xx"), variants)
+    rrf = _rrf_search(embedder)
     for pair in tqdm(pairs, desc=f"{name} tatoeba", unit="lang"):
         code = pair.language.iso3
         xx = await embedder.embed(pair.xx, desc=f"{code} xx")
         en = await embedder.embed(pair.en, desc=f"{code} en")
-        xx_en, en_xx = tatoeba.evaluate(xx, en, pair.gold)
+        inverse = np.empty_like(pair.gold)
+        inverse[pair.gold] = np.arange(pair.gold.size)
+        xx_en, en_xx = (
+            tatoeba.evaluate(xx, en, pair.gold) if rrf is None else (rrf(xx, en, pair.gold), rrf(en, xx, inverse))
+        )
         hits["xx_en"].append(xx_en)
         hits["en_xx"].append(en_xx)
         per_language[code] = {
@@ -149,8 +167,6 @@ async def _tatoeba(
             "xx_en": pct(xx_en.mean()),
             "en_xx": pct(en_xx.mean()),
         }
-        inverse = np.empty_like(pair.gold)
-        inverse[pair.gold] = np.arange(pair.gold.size)
         for variant, by_method in rescored.items():
             for method, by_direction in by_method.items():
                 by_direction["xx_en"].append(variants[variant](xx, en, pair.gold, method, MARGIN_K))
@@ -201,11 +217,14 @@ async def _stsb_dev(
     per_language: dict[str, dict[str, Any]] = {}
     hits: Hits = {"xx_en": []}
     rescored = _empty_rescore_hits(rescore, ("xx_en",), variants)
+    rrf = _rrf_search(embedder)
     for pair in tqdm(pairs, desc=f"{name} stsb-dev", unit="lang"):
         xx = await embedder.embed(pair.xx, desc=f"stsb-dev {pair.lang}")
         en = en_all[[row[t] for t in pair.en]]
         gold = np.arange(len(pair.xx))
-        plain = hits_paper(xx, en, gold, "none", MARGIN_K, strict=True)
+        plain = (
+            hits_paper(xx, en, gold, "none", MARGIN_K, strict=True) if rrf is None else rrf(xx, en, gold, strict=True)
+        )
         hits["xx_en"].append(plain)
         per_language[pair.lang] = {"n": len(pair.xx), "xx_en": pct(plain.mean())}
         for variant, by_method in rescored.items():
@@ -299,6 +318,7 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
     tatoeba_results: dict[str, Any] = {}
     replicates: dict[str, dict[str, np.ndarray]] = {}
     bucc_results: dict[str, Any] = {}
+    bucc_not_scored: dict[str, str] = {}
     dev_results: dict[str, Any] = {}
     reference_texts = None
     if cfg.rescore_reference and cfg.rescore:  # the service's own reader: the same sentences, the same refusals
@@ -312,15 +332,18 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
         async with SystemEmbedder(system, cfg.cache_dir, cfg.threads) as embedder:
             reference = await embedder.embed(reference_texts, desc="hubness reference") if reference_texts else None
             variants = _hitters(reference)
+            rescore = cfg.rescore if embedder.method != "rrf" else []  # the service refuses rescoring with rrf
             if "tatoeba" in cfg.tasks:
                 tatoeba_results[system.name], replicates[system.name] = await _tatoeba(
-                    embedder, pairs, system.name, cfg.seed, cfg.rescore, variants
+                    embedder, pairs, system.name, cfg.seed, rescore, variants
                 )
             if dev_pairs:
                 dev_results[system.name] = await _stsb_dev(
-                    embedder, dev_pairs, system.name, cfg.seed, cfg.rescore, variants
+                    embedder, dev_pairs, system.name, cfg.seed, rescore, variants
                 )
-            if corpus is not None:
+            if corpus is not None and embedder.method == "rrf":
+                bucc_not_scored[system.name] = BUCC_NOT_RRF
+            elif corpus is not None:
                 bucc_results[system.name] = await _bucc(embedder, corpus, cfg)
             system_info[system.name] = {
                 "repo": str(system.repo),
@@ -329,6 +352,7 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
                 "member_fingerprints": [m.fingerprint for m in embedder.members],
                 "base_models": sorted({s.spec.base_model for m in embedder.members for s in m.repository.members}),
                 "fusion": embedder.method,
+                **({"rrf_k": embedder.rrf_k} if embedder.method == "rrf" else {}),
                 "weights": embedder.weights,
                 "dim": embedder.dim,
                 "texts_embedded": embedder.texts_embedded,
@@ -382,6 +406,7 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
             "n_tgt": len(corpus.tgt.ids),
             "n_gold": len(corpus.gold),
             "results": bucc_results,
+            "not_scored": bucc_not_scored,
         }
     results["wall_s"] = round(time.perf_counter() - started, 2)
     return results

@@ -12,10 +12,10 @@ A system spec is `NAME=REPO_DIR[:MEMBER[*WEIGHT],...][@FUSION]`: without members
 ensemble (its members, fusion and weights); with members it is that subset with the weights given (1 where
 none is) and the repository's fusion method (concat when it has no ensemble.json yet), or FUSION when given.
 Weights let a study score a fixed weighting it registered in advance (the base at 4 beside four seeds of one
-member at 1 each) without writing a repository per weighting. Score-level
-`rrf` is a re-ranking done at search time on the service's candidate list, not an embedding, so it is
-refused here rather than silently scored as summed cosines; `score_sum` is exactly `concat` (see
-service.ensemble) and is scored that way.
+member at 1 each) without writing a repository per weighting. `score_sum` is exactly `concat` (see
+service.ensemble) and is scored that way. Score-level `rrf` is a re-ranking done at search time on the
+service's candidate list, not an embedding: an rrf system's vectors are the concatenation the service
+stores, and the runner picks its top hit with the service's own re-ranking (rrf.py), never by their cosine.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from service.repository import (
     write_json_atomic,
 )
 
-EMBEDDING_FUSIONS = ("concat", "mean", "score_sum")
+FUSIONS = ("concat", "mean", "score_sum", "rrf")
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,8 @@ class System:
         if members is not None and len(set(members)) != len(members):
             raise BenchmarkError(f"--system {name}={spec!r}: a member is listed twice")
         weights = _weights(name, spec, entries) if entries is not None and any("*" in e for e in entries) else None
-        if fusion and fusion not in EMBEDDING_FUSIONS:
-            raise BenchmarkError(
-                f"--system {name}={spec!r}: fusion {fusion!r} cannot be benchmarked from embeddings; "
-                f"use one of {EMBEDDING_FUSIONS}"
-            )
+        if fusion and fusion not in FUSIONS:
+            raise BenchmarkError(f"--system {name}={spec!r}: fusion {fusion!r} is not one of {', '.join(FUSIONS)}")
         return cls(name=name, repo=Path(repo), members=members, fusion=fusion or None, weights=weights)
 
 
@@ -115,11 +112,7 @@ class SystemEmbedder:
                 f"(it has: {', '.join(sorted(available))})"
             )
         self.method = system.fusion or (own.fusion.method if own else "concat")
-        if self.method == "rrf":
-            raise BenchmarkError(
-                f"system {system.name!r}: repository fusion 'rrf' re-ranks at search time and has no embedding; "
-                "append @concat (summed cosines, the candidates rrf re-ranks) to score it"
-            )
+        self.rrf_k = own.fusion.rrf_k if own else FusionSpec(method="rrf").rrf_k
         same_ensemble = own is not None and (system.members is None or list(system.members) == list(own.members))
         if system.weights is not None:
             self.weights = list(system.weights)
@@ -137,6 +130,11 @@ class SystemEmbedder:
         if self.method == "mean" and len(dims) != 1:
             raise BenchmarkError(f"system {system.name!r}: fusion 'mean' needs members of one dim, got {sorted(dims)}")
         self.dim = sum(m.repository.ensemble.dim for m in self.members) if self.method != "mean" else dims.pop()
+
+    @property
+    def dims(self) -> list[int]:
+        """Each member's dim, in member order: the blocks of a concat-layout (and rrf) fused row."""
+        return [m.repository.ensemble.dim for m in self.members]
 
     @property
     def fingerprint(self) -> str:

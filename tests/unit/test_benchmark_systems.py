@@ -60,7 +60,7 @@ def test_subsets_share_member_caches_and_mean_fusion_keeps_one_dim(tiny_repo: Pa
         ("{repo}:", "expected NAME=REPO_DIR"),
         ("{repo}@", "expected NAME=REPO_DIR"),
         ("{repo}:tiny0,tiny0", "listed twice"),
-        ("{repo}@rrf", "cannot be benchmarked from embeddings"),
+        ("{repo}@vote", "fusion 'vote' is not one of concat, mean, score_sum, rrf"),
         ("{repo}:tiny0*x,tiny1", "weight of 'tiny0' must be a number > 0, got 'x'"),
         ("{repo}:tiny0*0,tiny1", "weight of 'tiny0' must be a number > 0"),
         ("{repo}:tiny0,tiny1*-2", "weight of 'tiny1' must be a number > 0"),
