@@ -111,6 +111,10 @@ def _rescoring_section(results: dict[str, Any]) -> list[str]:
     return lines + _table(header, rows)
 
 
+def _dev_gain_cells(gain: dict[str, Any] | None) -> list[str]:
+    return ["-", "-"] if gain is None else [f"{gain['xx_en']:+.2f}", _ci(gain["xx_en_ci95"])]
+
+
 def _stsb_dev_section(results: dict[str, Any]) -> list[str]:
     dev = results.get("stsb_dev")
     if not dev:
@@ -118,9 +122,13 @@ def _stsb_dev_section(results: dict[str, Any]) -> list[str]:
     methods: list[str] = results["config"].get("rescore") or []
     systems = list(dev["results"])
     lines = ["", "## stsb_multi_mt dev retrieval (DEV set), xx->en P@1 %", "", dev["protocol"] + ".", ""]
+    gains = dev.get("gains", {})
     lines += _table(
-        ["system", "average xx->en", "95% CI"],
-        [[n, f"{r['average']['xx_en']:.2f}", _ci(r["average"]["xx_en_ci95"])] for n, r in dev["results"].items()],
+        ["system", "average xx->en", "95% CI", f"gain over {results['baseline']}", "paired 95% CI"],
+        [
+            [n, f"{r['average']['xx_en']:.2f}", _ci(r["average"]["xx_en_ci95"]), *_dev_gain_cells(gains.get(n))]
+            for n, r in dev["results"].items()
+        ],
     )
     lines.append("")
     header = ["language", "n"] + [f"{n} {m}" for n in systems for m in ("cosine", *methods)]

@@ -209,8 +209,9 @@ async def _stsb_dev(
     seed: int,
     rescore: list[str],
     variants: dict[str, HitFn],
-) -> dict[str, Any]:
-    """Strict xx->en P@1 per dev language and averaged, plus rescored versions; English embedded once."""
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Strict xx->en P@1 per dev language and averaged, plus rescored versions; English embedded once.
+    Also the bootstrap replicates, for paired gains between systems."""
     english = sorted({t for pair in pairs for t in pair.en})
     en_all = await embedder.embed(english, desc="stsb-dev en")
     row = {text: i for i, text in enumerate(english)}
@@ -236,7 +237,28 @@ async def _stsb_dev(
     for variant, by_method in rescored.items():
         if by_method:
             result[RESCORED_KEY[variant]] = _rescored(by_method, codes, hits, replicates, seed)
-    return result
+    return result, replicates
+
+
+def _dev_gains(
+    dev_results: dict[str, Any], replicates: dict[str, dict[str, np.ndarray]], baseline: str
+) -> dict[str, Any]:
+    """Each system's dev gain over the baseline with a paired bootstrap 95% interval: the dev set is where
+    choices are made, and a choice between systems needs their difference's error, not two separate ones."""
+    if baseline not in dev_results:
+        return {}
+    base = dev_results[baseline]["average"]["xx_en"]
+    gains: dict[str, Any] = {}
+    for name, result in dev_results.items():
+        if name == baseline:
+            continue
+        lo, hi = percentile_interval(replicates[name]["xx_en"] - replicates[baseline]["xx_en"])
+        gains[name] = {
+            "baseline": baseline,
+            "xx_en": round(result["average"]["xx_en"] - base, 2),
+            "xx_en_ci95": [pct(lo), pct(hi)],
+        }
+    return gains
 
 
 async def _bucc(embedder: SystemEmbedder, corpus: bucc.BuccCorpus, cfg: RunConfig) -> dict[str, Any]:
@@ -320,6 +342,7 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
     bucc_results: dict[str, Any] = {}
     bucc_not_scored: dict[str, str] = {}
     dev_results: dict[str, Any] = {}
+    dev_replicates: dict[str, dict[str, np.ndarray]] = {}
     reference_texts = None
     if cfg.rescore_reference and cfg.rescore:  # the service's own reader: the same sentences, the same refusals
         max_chars = Settings.model_fields["max_chars_per_text"].default
@@ -338,7 +361,7 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
                     embedder, pairs, system.name, cfg.seed, rescore, variants
                 )
             if dev_pairs:
-                dev_results[system.name] = await _stsb_dev(
+                dev_results[system.name], dev_replicates[system.name] = await _stsb_dev(
                     embedder, dev_pairs, system.name, cfg.seed, rescore, variants
                 )
             if corpus is not None and embedder.method == "rrf":
@@ -396,6 +419,7 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
             "protocol": stsb_dev.PROTOCOL,
             "languages": [{"code": pair.lang, "n_used": len(pair.xx)} for pair in dev_pairs],
             "results": dev_results,
+            "gains": _dev_gains(dev_results, dev_replicates, baseline),
         }
     if corpus is not None:
         results["bucc"] = {

@@ -124,7 +124,15 @@ def test_the_benchmark_answers_what_the_services_rrf_search_answers(tiny_repo: P
 @needs_data
 def test_cli_scores_an_rrf_system_without_rescoring_or_bucc(tiny_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    argv = ["retrieval", "--system", f"cos={tiny_repo}", "--system", f"rrf={tiny_repo}@rrf"]
+    argv = [
+        "retrieval",
+        "--system",
+        f"cos={tiny_repo}",
+        "--system",
+        f"rrf={tiny_repo}@rrf",
+        "--system",
+        f"same={tiny_repo}",
+    ]
     argv += ["--languages", "de,fr", "--max-sentences", "24", "--tasks", "tatoeba", "stsb-dev", "bucc"]
     argv += ["--rescore", "margin", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--name", "rrf"]
     argv += ["--data-dir", str(DATA)]
@@ -138,6 +146,14 @@ def test_cli_scores_an_rrf_system_without_rescoring_or_bucc(tiny_repo: Path, tmp
     assert set(rrf["per_language"]) == {"deu", "fra"} and 0 <= rrf["average"]["xx_en"] <= 100
     assert "rrf" in results["tatoeba"]["gains"] and "rrf" not in results["bucc"]["results"]
     assert "mining needs one threshold" in results["bucc"]["not_scored"]["rrf"]
+    dev = results["stsb_dev"]
+    gain = dev["gains"]["rrf"]  # dev gains are paired, over the baseline (the first system)
+    assert gain["baseline"] == "cos" and set(dev["gains"]) == {"rrf", "same"}
+    expected = dev["results"]["rrf"]["average"]["xx_en"] - dev["results"]["cos"]["average"]["xx_en"]
+    assert gain["xx_en"] == pytest.approx(expected, abs=0.011)
+    assert gain["xx_en_ci95"][0] <= gain["xx_en"] + 0.01 and gain["xx_en"] - 0.01 <= gain["xx_en_ci95"][1]
+    assert dev["gains"]["same"] == {"baseline": "cos", "xx_en": 0, "xx_en_ci95": [0, 0]}
     report = (out / "rrf.md").read_text(encoding="utf-8")
+    assert "| gain over cos | paired 95% CI |" in report
     assert "rrf: fused by rrf, so P@1 is the top hit of the service's RRF search" in report
     assert (out / "rrf-averages.png").stat().st_size > 0
