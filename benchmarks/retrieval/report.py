@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from benchmarks.retrieval.gain_bars import gain_series, plot_gain_bars
 from benchmarks.retrieval.rescoring import RESCORED_KEY
 
 
@@ -31,6 +32,9 @@ def write_report(results: dict[str, Any], out_dir: Path, name: str) -> dict[str,
     if results.get("tatoeba", {}).get("gains"):
         paths["gains_plot"] = out_dir / f"{name}-gains.png"
         plot_gains(results, paths["gains_plot"])
+    if gain_series(results) and len(results["systems"]) > 1:
+        paths["gain_bars_plot"] = out_dir / f"{name}-gain-bars.png"
+        plot_gain_bars(results, paths["gain_bars_plot"])
     if results["config"].get("rescore") and (results.get("stsb_dev") or results.get("tatoeba")):
         paths["rescoring_plot"] = out_dir / f"{name}-rescoring.png"
         plot_rescoring(results, paths["rescoring_plot"])

@@ -157,3 +157,4 @@ def test_cli_scores_an_rrf_system_without_rescoring_or_bucc(tiny_repo: Path, tmp
     assert "| gain over cos | paired 95% CI |" in report
     assert "rrf: fused by rrf, so P@1 is the top hit of the service's RRF search" in report
     assert (out / "rrf-averages.png").stat().st_size > 0
+    assert (out / "rrf-gain-bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # rrf's BUCC gap: no bar

@@ -198,7 +198,7 @@ def test_cli_end_to_end_on_the_tiny_repository(
     argv += ["--data-dir", str(DATA)]
     assert main(argv) == 0
     files = {p.name for p in out.iterdir()}
-    assert files == {"smoke.json", "smoke.md", "smoke-averages.png", "smoke-gains.png"}
+    assert files == {"smoke.json", "smoke.md", "smoke-averages.png", "smoke-gains.png", "smoke-gain-bars.png"}
     assert (out / "smoke-gains.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((out / "smoke.json").read_text(encoding="utf-8"))
     assert {"config", "systems", "tatoeba", "bucc", "baseline", "wall_s", "files"} <= set(results)
