@@ -48,7 +48,7 @@ from service.fusion import (
 )
 from service.hubness import NEIGHBOURHOOD_K, RESCORE_METHODS, candidate_count, query_means, rescore
 from service.hubness_reference import embed_reference, read_reference
-from service.index import Hit, IndexParams, Sentence, SentenceIndex
+from service.index import Hit, IndexParams, Sentence, SentenceIndex, check_utf8
 from service.metrics import EncoderTokens, Metrics
 from service.repository import Repository, load_repository
 from service.search_batching import SearchCoalescer
@@ -233,6 +233,7 @@ class Engine:
                 raise InvalidInput(f"{what}[{i}]: must be a string")
             if not text.strip():
                 raise InvalidInput(f"{what}[{i}]: text is empty")
+            check_utf8(text, f"{what}[{i}]")  # JSON can carry "\ud800"; the tokenizer raised TypeError on it
             if len(text) > s.max_chars_per_text:
                 raise TooLarge(
                     f"{what}[{i}]: {len(text)} characters, the limit is max_chars_per_text={s.max_chars_per_text}"

@@ -925,13 +925,13 @@ def _to_row(i: int, sentence: Any) -> Row:
             raise InvalidInput(f"sentences[{i}].metadata: not JSON-serialisable ({exc})") from exc
     fields = {"id": sentence.id, "text": sentence.text, "lang": sentence.lang, "metadata": metadata}
     for name, value in fields.items():
-        _check_utf8(value, f"sentences[{i}].{name}")
+        check_utf8(value, f"sentences[{i}].{name}")
     return (sentence.id, sentence.text, sentence.lang, metadata)
 
 
-def _check_utf8(value: str | None, where: str) -> None:
+def check_utf8(value: str | None, where: str) -> None:
     """Lone surrogates (legal in JSON \\u escapes) cannot be written as UTF-8: refuse them up front,
-    or they would fail the log append here and every later snapshot."""
+    or they would fail the log append here and every later snapshot (and the tokenizer, for texts)."""
     if value is None:
         return
     try:

@@ -254,6 +254,22 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("GET", "/search", {}, 405, "not allowed"),
     ("POST", "/v1/embeddings", {"json": {"input": [1, 2, 3]}}, 422, "token arrays are not supported"),
     ("POST", "/v1/embeddings", {"json": {"input": ""}}, 422, "input[0]: text is empty"),
+    # JSON may escape an unpaired surrogate; the tokenizer raised TypeError on it (a 500) until stop 16
+    (
+        "POST",
+        "/search",
+        {"content": b'{"query": "ok \\ud800"}', "headers": JSON},
+        422,
+        "query[0]: not valid Unicode text (unpaired surrogate at 3)",
+    ),
+    ("POST", "/embed", {"content": b'{"texts": ["fine", "\\udfff"]}', "headers": JSON}, 422, "texts[1]: not valid"),
+    (
+        "POST",
+        "/sentences",
+        {"content": b'{"sentences": [{"text": "a\\ud800", "lang": "en"}]}', "headers": JSON},
+        422,
+        "sentences[0]: not valid Unicode text",
+    ),
     ("POST", "/v1/embeddings", {"json": {"model": "x"}}, 422, "input: Field required"),
     ("POST", "/v1/embeddings", {"json": {"input": "a", "encoding_format": "int8"}}, 422, "encoding_format"),
     ("POST", "/v1/embeddings", {"json": {"input": ["a"] * 4}}, 413, "max_texts_per_request=3"),
