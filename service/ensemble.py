@@ -53,10 +53,15 @@ def embed_texts(encoder: Encoder, texts: list[str], batch_size: int = 64) -> np.
 
 
 def normalized_weights(weights: Sequence[float]) -> np.ndarray:
-    """Weights scaled to sum to one, so fused scores stay in the cosine range."""
+    """Weights scaled to sum to one, so fused scores stay in the cosine range.
+
+    Scaled by their largest first: weights near the float maximum would otherwise sum to infinity and
+    normalise to all zeros, every score 0, with no error.
+    """
     w = np.asarray(weights, dtype=np.float64)
-    if w.ndim != 1 or w.size == 0 or np.any(w < 0) or w.sum() <= 0:
-        raise InvalidInput(f"fusion weights must be non-negative with a positive sum, got {list(weights)}")
+    if w.ndim != 1 or w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.max() <= 0:
+        raise InvalidInput(f"fusion weights must be finite, non-negative and not all zero, got {list(weights)}")
+    w = w / w.max()
     return w / w.sum()
 
 

@@ -77,9 +77,9 @@ def _requested_weights(weights: Sequence[float], members: Sequence[str]) -> np.n
         w = np.asarray([float(x) for x in weights], dtype=np.float64)
     except (TypeError, ValueError):
         raise InvalidInput(f"fusion.weights: must be numbers, got {list(weights)!r}") from None
-    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.max() <= 0:
         raise InvalidInput(f"fusion.weights: must be finite, non-negative and not all zero, got {list(weights)}")
-    return w / w.sum()
+    return normalized_weights(w.tolist())
 
 
 def resolve_fusion(

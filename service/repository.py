@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -124,8 +125,9 @@ class FusionSpec:
         if self.weights is not None:
             if len(self.weights) != n_members:
                 raise RepositoryError(f"{where}: {len(self.weights)} fusion weights for {n_members} members")
-            if any((not isinstance(w, (int, float))) or w < 0 for w in self.weights) or sum(self.weights) <= 0:
-                raise RepositoryError(f"{where}: fusion weights must be non-negative with a positive sum")
+            numbers = all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in self.weights)
+            if not numbers or not all(math.isfinite(w) and w >= 0 for w in self.weights) or max(self.weights) <= 0:
+                raise RepositoryError(f"{where}: fusion weights must be finite, non-negative and not all zero")
 
     def resolved_weights(self, n_members: int) -> list[float]:
         return list(self.weights) if self.weights is not None else [1.0] * n_members

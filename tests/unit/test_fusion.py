@@ -187,6 +187,18 @@ def test_impossible_overrides_are_named(method: str, override: FusionOverride, m
         resolve_fusion(method, [1.0, 1.0], NAMES, override)
 
 
+def test_weights_near_the_float_maximum_normalise_instead_of_overflowing() -> None:
+    """1e308 + 1e308 is infinity: dividing by that sum made every weight 0 and every score 0, with a 200."""
+    assert resolve_fusion("concat", [1.0, 1.0], NAMES, FusionOverride(None, [1e308, 1e308])).weights == (0.5, 0.5)
+    assert resolve_fusion("concat", [1.0, 1.0], NAMES, FusionOverride(None, [1.5e308, 5e307])).weights == (
+        pytest.approx(0.75, abs=1e-3),
+        pytest.approx(0.25, abs=1e-3),
+    )
+    assert normalized_weights([5e-324, 5e-324]).tolist() == [0.5, 0.5]  # the smallest subnormal, too
+    with pytest.raises(InvalidInput, match="finite"):
+        normalized_weights([float("inf"), 1.0])
+
+
 def test_a_member_stored_at_weight_zero_cannot_be_asked_for() -> None:
     with pytest.raises(InvalidInput, match=r"member\(s\) b have weight 0 in this repository"):
         resolve_fusion("concat", [1.0, 0.0], NAMES, FusionOverride("score_sum", [1.0, 1.0]))

@@ -94,6 +94,14 @@ def test_fusion_weights_count(repo: Path) -> None:
         load_repository(repo)
 
 
+@pytest.mark.parametrize("weights", [[float("nan"), 1.0], [float("inf"), 1.0], [0.0, 0.0], [True, 1.0], [-1.0, 2.0]])
+def test_fusion_weights_must_be_finite_non_negative_numbers(repo: Path, weights: list[Any]) -> None:
+    """Python's json reads NaN and Infinity; a NaN weight passed the old `w < 0` / `sum <= 0` checks."""
+    _edit_json(repo / "ensemble.json", lambda p: p["fusion"].update(weights=weights))
+    with pytest.raises(RepositoryError, match="fusion weights must be finite, non-negative and not all zero"):
+        load_repository(repo)
+
+
 def test_unknown_fusion_method(repo: Path) -> None:
     _edit_json(repo / "ensemble.json", lambda p: p["fusion"].update(method="max"))
     with pytest.raises(RepositoryError, match="fusion method 'max' not in"):
