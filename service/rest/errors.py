@@ -112,9 +112,17 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    """Routing failures (unknown path, wrong method) in the same shape as everything else."""
+    """Routing failures (unknown path, wrong method) and bodies that are not UTF-8, in the same shape as
+    everything else."""
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
+    cause = exc.__cause__
+    if status == 400 and isinstance(cause, UnicodeDecodeError):  # FastAPI's "error parsing the body"
+        message = (
+            f"request body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at position {cause.start}); "
+            "JSON must be sent as UTF-8 (RFC 8259)"
+        )
+        return error_response(request, InvalidInput.http_status, InvalidInput.kind, message)
     if status == 404:
         message = f"no endpoint at {request.method} {request.url.path}; the API is described at /docs"
     elif status == 405:

@@ -263,6 +263,15 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
         "query[0]: not valid Unicode text (unpaired surrogate at 3)",
     ),
     ("POST", "/embed", {"content": b'{"texts": ["fine", "\\udfff"]}', "headers": JSON}, 422, "texts[1]: not valid"),
+    # Latin-1 bytes: FastAPI answered 400 "There was an error parsing the body"
+    (
+        "POST",
+        "/search",
+        {"content": b'{"query": "\xe9t\xe9"}', "headers": JSON},
+        422,
+        "not valid UTF-8 (byte 0xe9 at position 11)",
+    ),
+    ("POST", "/v1/embeddings", {"content": b'{"input": "\xff"}', "headers": JSON}, 422, "not valid UTF-8 (byte 0xff"),
     (
         "POST",
         "/sentences",
