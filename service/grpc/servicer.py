@@ -83,11 +83,19 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-def struct_to_dict(message: Message, field: str) -> dict[str, Any] | None:
-    """A Struct field as a plain dict, or None when the client did not set it."""
+def struct_to_dict(message: Message, field: str, where: str) -> dict[str, Any] | None:
+    """A Struct field as a plain dict, or None when the client did not set it.
+
+    A Struct number can be NaN or infinite, which JSON (and so the index's store) cannot hold: that is the
+    client's input naming `where`, not an internal error.
+    """
     if not message.HasField(field):
         return None
-    return _json_number(json_format.MessageToDict(getattr(message, field)))  # type: ignore[no-any-return]
+    try:
+        as_dict = json_format.MessageToDict(getattr(message, field))
+    except ValueError as exc:
+        raise InvalidInput(f"{where}: not representable as JSON ({exc})") from None
+    return _json_number(as_dict)  # type: ignore[no-any-return]
 
 
 def dict_to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
@@ -153,8 +161,10 @@ class RetrievalServicer:
     ) -> xret_pb2.AddSentencesResponse:
         self.engine.authorize(api_key_from(context))
         sentences = [
-            Sentence(id=s.id, text=s.text, lang=s.lang, metadata=struct_to_dict(s, "metadata"))
-            for s in request.sentences
+            Sentence(
+                id=s.id, text=s.text, lang=s.lang, metadata=struct_to_dict(s, "metadata", f"sentences[{i}].metadata")
+            )
+            for i, s in enumerate(request.sentences)
         ]
         ids = await self.engine.add_sentences(sentences)
         return xret_pb2.AddSentencesResponse(ids=ids)

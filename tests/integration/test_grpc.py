@@ -190,6 +190,15 @@ def test_bad_input_is_invalid_argument_naming_the_problem(service_factory: Calla
                 ),
                 "sentences[0].lang",
             ),
+            (  # a Struct number may be NaN or infinite; JSON cannot hold it (was INTERNAL until stop 16)
+                lambda: stub.AddSentences(
+                    xret_pb2.AddSentencesRequest(
+                        sentences=[sentence("c", "Fine.", "en"), sentence("d", "Also fine.", "en", {"x": float("inf")})]
+                    ),
+                    timeout=30,
+                ),
+                "sentences[1].metadata: not representable as JSON",
+            ),
         ]
         for call, expected in cases:
             error = rpc_error(call)
@@ -197,6 +206,9 @@ def test_bad_input_is_invalid_argument_naming_the_problem(service_factory: Calla
             assert expected in error.details()
             kinds = [v for k, v in error.trailing_metadata() if k == "xret-error-kind"]
             assert kinds and kinds[0] in {"invalid_input", "too_large"}
+        # a refused request adds nothing, not even its valid sentences
+        gone = rpc_error(lambda: stub.DeleteSentences(xret_pb2.DeleteSentencesRequest(ids=["c"]), timeout=30))
+        assert gone.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_malformed_protobuf_bytes_are_invalid_argument(live: RunningService) -> None:
