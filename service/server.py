@@ -18,6 +18,7 @@ import uvicorn
 
 from service.config import Settings
 from service.engine import Engine
+from service.errors import StartupError
 from service.grpc.server import create_grpc_server
 from service.rest.app import create_app
 
@@ -30,9 +31,13 @@ def _bind_socket(host: str, port: int) -> socket.socket:
     # IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on sockets that name TCP, and without it every
     # small REST response waited ~40 ms for Nagle/delayed-ACK (measured in benchmarks/PERFORMANCE.md).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:  # port taken, host not ours: the operator's setting, said in one line
+        sock.close()
+        raise StartupError(f"cannot listen for REST on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return sock
 
@@ -43,11 +48,20 @@ async def run_servers(
     on_ready: Callable[[int, int], None] | None = None,
 ) -> None:
     """Start the engine and both servers, call on_ready(rest_port, grpc_port), run until `stop` is set."""
+    sock = _bind_socket(settings.host, settings.port)  # before the models load: a taken port fails at once
     engine = Engine(settings)
-    await engine.start()
-    sock = _bind_socket(settings.host, settings.port)
+    try:
+        await engine.start()
+    except BaseException:
+        sock.close()
+        raise
     rest_port = sock.getsockname()[1]
-    grpc_server, grpc_port = create_grpc_server(engine, settings.host, settings.grpc_port)
+    try:
+        grpc_server, grpc_port = create_grpc_server(engine, settings.host, settings.grpc_port)
+    except BaseException:
+        sock.close()
+        await engine.stop()
+        raise
     config = uvicorn.Config(
         create_app(engine), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5
     )
