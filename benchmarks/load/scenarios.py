@@ -584,6 +584,13 @@ def scenario_fixes(setup: Setup) -> dict[str, Any]:
     return run_fixes(setup)
 
 
+def scenario_coalescer(setup: Setup) -> dict[str, Any]:
+    """Flat search with and without coalesced scans at 1 and 16 clients (benchmarks/load/variants.py)."""
+    from benchmarks.load.variants import scenario_coalescer as run_coalescer
+
+    return run_coalescer(setup)
+
+
 def scenario_recall(setup: Setup) -> dict[str, Any]:
     """IVF and HNSW recall@10 and search time on 100k real sentence vectors (benchmarks/load/real_index.py)."""
     from benchmarks.load.real_index import scenario_recall as run_recall
@@ -623,6 +630,7 @@ SCENARIOS: dict[str, Callable[[Setup], dict[str, Any]]] = {
     "clients": scenario_clients,
     "packing": scenario_packing,
     "spinning": scenario_spinning,
+    "coalescer": scenario_coalescer,
 }
 
 

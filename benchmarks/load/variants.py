@@ -142,6 +142,29 @@ def _search_runs(setup: Setup, queries: list[str]) -> dict[str, Any]:
     return {"index_size": n, "build": build, "runs": runs}
 
 
+def scenario_coalescer(setup: Setup) -> dict[str, Any]:
+    """Only the search rows of `fixes`, with coalesced / alone ratios: what to run at 1M flat
+    (`--search-index-size 1000000`), where one scan takes ~0.4 s and 16 clients each scanning alone got
+    3 searches/s at stop 6, so sharing scans should pay; at 300k the encoder dominated and it did not."""
+    search = _search_runs(setup, [t for _, t in _pairs(setup, limit=20_000)])
+    return {**search, "summary": coalescing_ratios(search["runs"])}
+
+
+def coalescing_ratios(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per client count: searches/s and p99 of the coalescing server over the one-scan-per-request server."""
+    by = {(r["system"], r["concurrency"]): r for r in runs}
+    out: dict[str, Any] = {}
+    for concurrency in sorted({c for _, c in by}):
+        shared, alone = by.get(("search-coalesced", concurrency)), by.get(("search-alone", concurrency))
+        if shared is None or alone is None or not alone["texts_per_s"]:
+            continue
+        entry = {"throughput": round(shared["texts_per_s"] / alone["texts_per_s"], 3)}
+        if shared["latency_ms"]["p99"] and alone["latency_ms"]["p99"]:
+            entry["p99"] = round(shared["latency_ms"]["p99"] / alone["latency_ms"]["p99"], 3)
+        out[f"c{concurrency}"] = entry
+    return out
+
+
 def _ratios(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Each xret variant's throughput and p99 against infinity's at the same load."""
     out: dict[str, Any] = {}

@@ -177,6 +177,22 @@ def test_fixes_scenario_compares_every_variant_and_the_int8_member(
     assert all(r["ok"] > 0 and not r["errors"] for r in search["runs"])
 
 
+def test_coalescer_scenario_runs_both_search_servers_and_says_the_ratio(
+    tiny_repo: Path, tatoeba: Path, tmp_path: Path
+) -> None:
+    """Scenario `coalescer`: the search rows of `fixes` alone, on a 400-vector flat index, with their ratios."""
+    from benchmarks.load.scenarios import run_scenario
+
+    setup = _short_setup(tiny_repo, tatoeba, tmp_path, search_index_size=400)
+    record = json.loads(run_scenario("coalescer", setup, tmp_path / "out").read_text(encoding="utf-8"))
+    assert record["index_size"] == 400 and record["build"]["spec"]["n"] == 400
+    assert {(r["system"], r["concurrency"]) for r in record["runs"]} == {
+        (s, c) for s in ("search-coalesced", "search-alone") for c in (1, 16)
+    }
+    assert all(r["ok"] > 0 and not r["errors"] for r in record["runs"])
+    assert set(record["summary"]) == {"c1", "c16"} and all(v["throughput"] > 0 for v in record["summary"].values())
+
+
 def _packed_tiny_repo(checkpoint: Path, repo: Path) -> Path:
     """A one-member repository of the tiny model with its packed twin (model.packed.onnx), as the rounds need."""
     from export.onnx_export import export_member
