@@ -66,6 +66,12 @@ SEARCH_VARIANTS: dict[str, dict[str, str]] = {
         "search_max_wait_ms": "0",
     },
 }
+# scenario coalescer adds one search at a time: every row that waits joins the next group, so groups grow and
+# no two FAISS calls (each with all OpenMP threads) share the cores
+COALESCER_VARIANTS = {
+    **SEARCH_VARIANTS,
+    "search-serial": {**SEARCH_VARIANTS["search-coalesced"], "search_concurrency": "1"},
+}
 
 
 def _ceilings(repos: dict[str, Path], texts: list[str]) -> dict[str, Any]:
@@ -122,7 +128,9 @@ def scenario_fixes(setup: Setup) -> dict[str, Any]:
     }
 
 
-def _search_runs(setup: Setup, queries: list[str]) -> dict[str, Any]:
+def _search_runs(
+    setup: Setup, queries: list[str], variants: dict[str, dict[str, str]] = SEARCH_VARIANTS
+) -> dict[str, Any]:
     """Flat index of synthetic vectors, SEARCH_CLIENTS clients, coalesced vs one scan per request."""
     n = setup.search_index_size
     directory = setup.work / "index" / f"synthetic-{n}-flat"
@@ -130,7 +138,7 @@ def _search_runs(setup: Setup, queries: list[str]) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     with ExitStack() as stack:
         servers = {}
-        for label, settings in SEARCH_VARIANTS.items():
+        for label, settings in variants.items():
             copy = fresh_dir(setup.work / "index" / f"synthetic-{n}-flat-{label}")  # one process per index folder
             shutil.copytree(directory, copy, dirs_exist_ok=True)
             log = setup.work / "logs" / f"xret-{label}.log"
@@ -146,22 +154,22 @@ def scenario_coalescer(setup: Setup) -> dict[str, Any]:
     """Only the search rows of `fixes`, with coalesced / alone ratios: what to run at 1M flat
     (`--search-index-size 1000000`), where one scan takes ~0.4 s and 16 clients each scanning alone got
     3 searches/s at stop 6, so sharing scans should pay; at 300k the encoder dominated and it did not."""
-    search = _search_runs(setup, [t for _, t in _pairs(setup, limit=20_000)])
+    search = _search_runs(setup, [t for _, t in _pairs(setup, limit=20_000)], COALESCER_VARIANTS)
     return {**search, "summary": coalescing_ratios(search["runs"])}
 
 
 def coalescing_ratios(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per client count: searches/s and p99 of the coalescing server over the one-scan-per-request server."""
+    """Per client count and coalescing server: its searches/s and p99 over the one-scan-per-request server's."""
     by = {(r["system"], r["concurrency"]): r for r in runs}
     out: dict[str, Any] = {}
-    for concurrency in sorted({c for _, c in by}):
-        shared, alone = by.get(("search-coalesced", concurrency)), by.get(("search-alone", concurrency))
-        if shared is None or alone is None or not alone["texts_per_s"]:
+    for (system, concurrency), shared in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        alone = by.get(("search-alone", concurrency))
+        if system == "search-alone" or alone is None or not alone["texts_per_s"]:
             continue
         entry = {"throughput": round(shared["texts_per_s"] / alone["texts_per_s"], 3)}
         if shared["latency_ms"]["p99"] and alone["latency_ms"]["p99"]:
             entry["p99"] = round(shared["latency_ms"]["p99"] / alone["latency_ms"]["p99"], 3)
-        out[f"c{concurrency}"] = entry
+        out[f"{system}/alone c{concurrency}"] = entry
     return out
 
 

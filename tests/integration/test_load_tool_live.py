@@ -186,11 +186,11 @@ def test_coalescer_scenario_runs_both_search_servers_and_says_the_ratio(
     setup = _short_setup(tiny_repo, tatoeba, tmp_path, search_index_size=400)
     record = json.loads(run_scenario("coalescer", setup, tmp_path / "out").read_text(encoding="utf-8"))
     assert record["index_size"] == 400 and record["build"]["spec"]["n"] == 400
-    assert {(r["system"], r["concurrency"]) for r in record["runs"]} == {
-        (s, c) for s in ("search-coalesced", "search-alone") for c in (1, 16)
-    }
+    systems = ("search-coalesced", "search-alone", "search-serial")
+    assert {(r["system"], r["concurrency"]) for r in record["runs"]} == {(s, c) for s in systems for c in (1, 16)}
     assert all(r["ok"] > 0 and not r["errors"] for r in record["runs"])
-    assert set(record["summary"]) == {"c1", "c16"} and all(v["throughput"] > 0 for v in record["summary"].values())
+    assert set(record["summary"]) == {f"{s}/alone c{c}" for s in ("search-coalesced", "search-serial") for c in (1, 16)}
+    assert all(v["throughput"] > 0 for v in record["summary"].values())
 
 
 def _packed_tiny_repo(checkpoint: Path, repo: Path) -> Path:
