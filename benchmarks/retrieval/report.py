@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 
-from benchmarks.retrieval.gain_bars import gain_series, plot_gain_bars
+from benchmarks.retrieval.gain_bars import draw_gain_bars, gain_series, plot_gain_bars, series_of
 from benchmarks.retrieval.rescoring import RESCORED_KEY
 
 
@@ -402,25 +402,11 @@ def plot_rescoring(results: dict[str, Any], path: Path) -> None:
             for direction in directions:
                 groups.append((f"{system}\n{label} {direction.replace('_', '->')}", result, direction))
     variants = [(v, k) for v, k in RESCORED_KEY.items() if any(k in r for _, r, _ in groups)]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups)), 4.5))
-    width = 0.8 / max(1, len(variants))
-    x = np.arange(len(groups))
-    for i, (variant, key) in enumerate(variants):
-        gains = [r[key][method]["gain_over_cosine"] if key in r else None for _, r, _ in groups]
-        values = [g[d] if g else np.nan for g, (_, _, d) in zip(gains, groups, strict=True)]
-        err = np.array(
-            [
-                [v - g[f"{d}_ci95"][0], g[f"{d}_ci95"][1] - v] if g else [np.nan, np.nan]
-                for v, g, (_, _, d) in zip(values, gains, groups, strict=True)
-            ]
-        ).T
-        bars = ax.bar(x + (i - (len(variants) - 1) / 2) * width, values, width, yerr=err, capsize=3, label=variant)
-        ax.bar_label(bars, fmt="%+.1f", fontsize=7, padding=2)
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(x, [g[0] for g in groups], fontsize=7)
-    ax.set_ylabel("P@1 gain over cosine, points")
-    ax.set_title(f"Hubness rescoring ({method}): gain over plain cosine, paired 95% CI", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    series = [
+        series_of(variant, [(r[key][method]["gain_over_cosine"] if key in r else None, d) for _, r, d in groups])
+        for variant, key in variants
+    ]
+    title = f"Hubness rescoring ({method}): gain over plain cosine, paired 95% CI"
+    draw_gain_bars(
+        path, [g[0] for g in groups], series, ylabel="P@1 gain over cosine, points", title=title, fmt="%+.1f"
+    )
