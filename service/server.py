@@ -34,12 +34,20 @@ def _bind_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(2048)
     except OSError as exc:  # port taken, host not ours: the operator's setting, said in one line
         sock.close()
         raise StartupError(f"cannot listen for REST on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def _listen(sock: socket.socket) -> None:
+    """Start accepting: only once the engine is up, so clients are refused (not left hanging) while it loads."""
+    try:
+        sock.listen(2048)
+    except OSError as exc:
+        host, port = sock.getsockname()[:2]
+        raise StartupError(f"cannot listen for REST on {host}:{port}: {exc.strerror or exc}") from None
 
 
 async def run_servers(
@@ -57,6 +65,7 @@ async def run_servers(
         raise
     rest_port = sock.getsockname()[1]
     try:
+        _listen(sock)
         grpc_server, grpc_port = create_grpc_server(engine, settings.host, settings.grpc_port)
     except BaseException:
         sock.close()

@@ -27,6 +27,7 @@ def test_rest_socket_is_tcp_so_asyncio_sets_nodelay() -> None:
 def test_a_taken_port_is_a_startup_error_before_the_models_load(tmp_path: Path) -> None:
     """The repository does not exist: had the engine started first, that would be the error, after a load."""
     taken = _bind_socket("127.0.0.1", 0)
+    taken.listen()
     try:
         port = taken.getsockname()[1]
         settings = Settings(repo=tmp_path / "no-repo", index=tmp_path / "index", port=port, redis_url=None)
