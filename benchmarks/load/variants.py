@@ -151,9 +151,9 @@ def _search_runs(
 
 
 def scenario_coalescer(setup: Setup) -> dict[str, Any]:
-    """Only the search rows of `fixes`, with coalesced / alone ratios: what to run at 1M flat
-    (`--search-index-size 1000000`), where one scan takes ~0.4 s and 16 clients each scanning alone got
-    3 searches/s at stop 6, so sharing scans should pay; at 300k the encoder dominated and it did not."""
+    """Only the search rows of `fixes` (plus a server searching one group at a time), with ratios over scanning
+    alone: what to run at 1M flat (`--search-index-size 1000000`), where a scan takes 0.2-0.4 s and sharing
+    scans could pay; at 300k the encoder dominated. Stop 16 measured it on 2 cores: no consistent gain."""
     search = _search_runs(setup, [t for _, t in _pairs(setup, limit=20_000)], COALESCER_VARIANTS)
     return {**search, "summary": coalescing_ratios(search["runs"])}
 
