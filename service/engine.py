@@ -470,6 +470,15 @@ class Engine:
         self.metrics.index_size.set(len(index))
         return [s.id for s in sentences]
 
+    def get_sentence(self, sentence_id: str) -> Sentence:
+        """One stored sentence (text, language, metadata) by id, or NotFound: what was indexed can be read back
+        without searching for it."""
+        _, _, _, index, _ = self._parts()
+        found = index.get(sentence_id)
+        if found is None:
+            raise NotFound(f"unknown sentence id {sentence_id!r}")
+        return found
+
     async def delete_sentences(self, ids: list[str]) -> int:
         """Remove sentences by id; all or nothing (unknown ids -> NotFound, nothing removed)."""
         _, _, _, index, _ = self._parts()

@@ -176,6 +176,14 @@ class RetrievalServicer:
         deleted = await self.engine.delete_sentences(list(request.ids))
         return xret_pb2.DeleteSentencesResponse(deleted=deleted)
 
+    async def GetSentence(
+        self, request: xret_pb2.GetSentenceRequest, context: grpc.aio.ServicerContext
+    ) -> xret_pb2.GetSentenceResponse:
+        found = self.engine.get_sentence(request.id)
+        return xret_pb2.GetSentenceResponse(
+            id=found.id, text=found.text, lang=found.lang, metadata=dict_to_struct(found.metadata)
+        )
+
     async def Info(self, request: xret_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> xret_pb2.InfoResponse:
         info = self.engine.info()
         return xret_pb2.InfoResponse(

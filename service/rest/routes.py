@@ -41,6 +41,7 @@ from service.rest.schemas import (
     ReadyResponse,
     SearchRequest,
     SearchResponse,
+    SentenceOut,
     StatsResponse,
 )
 
@@ -178,6 +179,16 @@ def create_router(engine: Engine) -> APIRouter:
         sentences = [Sentence(id=s.id or "", text=s.text, lang=s.lang, metadata=s.metadata) for s in body.sentences]
         ids = await engine.add_sentences(sentences)
         return AddSentencesResponse(ids=ids, count=len(ids))
+
+    @router.get(
+        "/sentences/{sentence_id:path}",
+        tags=["index"],
+        summary="Read one stored sentence (text, language, metadata)",
+        responses=_errors(404, 503),
+    )
+    async def get_sentence(sentence_id: str) -> SentenceOut:
+        found = engine.get_sentence(sentence_id)
+        return SentenceOut(id=found.id, text=found.text, lang=found.lang, metadata=found.metadata)
 
     @router.delete(
         "/sentences/{sentence_id:path}",

@@ -233,6 +233,13 @@ class DeleteSentencesRequest(Strict):
     ids: list[str] = Field(description="Ids to delete; all must exist or nothing is deleted.", examples=[["s1"]])
 
 
+class SentenceOut(BaseModel):
+    id: str = Field(description="Sentence id.", examples=["tatoeba-1234"])
+    text: str = Field(description="The indexed sentence.", examples=["Wo ist der Bahnhof?"])
+    lang: str = Field(description="Its language code.", examples=["deu"])
+    metadata: dict[str, Any] | None = Field(None, description="Metadata stored with the sentence.")
+
+
 class DeleteResponse(BaseModel):
     deleted: int = Field(description="How many sentences were removed.", examples=[1])
 

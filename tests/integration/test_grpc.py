@@ -117,6 +117,22 @@ def test_delete_then_second_delete_is_not_found(live: RunningService) -> None:
         assert {h.id for h in hits} == {"en-1", "de-1", "de-2"}
 
 
+def test_get_sentence_reads_back_what_was_added_then_not_found(live: RunningService) -> None:
+    with stub_for(live) as stub:
+        stub.AddSentences(
+            xret_pb2.AddSentencesRequest(
+                sentences=[sentence("m-1", "Metadata rides along.", "en", {"year": 2020, "tags": ["a"]})]
+            ),
+            timeout=30,
+        )
+        got = stub.GetSentence(xret_pb2.GetSentenceRequest(id="m-1"), timeout=30)
+        assert (got.id, got.text, got.lang) == ("m-1", "Metadata rides along.", "en")
+        assert json_format.MessageToDict(got.metadata) == {"year": 2020, "tags": ["a"]}
+        stub.DeleteSentences(xret_pb2.DeleteSentencesRequest(ids=["m-1"]), timeout=30)
+        error = rpc_error(lambda: stub.GetSentence(xret_pb2.GetSentenceRequest(id="m-1"), timeout=30))
+        assert error.code() == grpc.StatusCode.NOT_FOUND and "unknown sentence id 'm-1'" in error.details()
+
+
 def test_info_describes_the_ensemble_and_the_index(live: RunningService) -> None:
     with stub_for(live) as stub:
         add_all(stub)
@@ -152,6 +168,7 @@ def test_health_and_reflection(live: RunningService) -> None:
             "AddSentences",
             "DeleteSentences",
             "Embed",
+            "GetSentence",
             "Info",
             "Search",
         ]

@@ -185,6 +185,21 @@ def test_delete_removes_from_search_and_second_delete_is_404(http: httpx.Client)
     assert http.get("/info").json()["index_size"] == len(SENTENCES) - 3
 
 
+def test_a_stored_sentence_reads_back_by_id_until_deleted(http: httpx.Client) -> None:
+    add(http, [SENTENCES[0], {"id": "doc/7#1", "text": "Slashes in ids.", "lang": "eng"}])
+    assert http.get("/sentences/en-1").json() == {**SENTENCES[0]}  # id, text, lang and metadata as stored
+    assert http.get("/sentences/doc/7%231").json() == {
+        "id": "doc/7#1",
+        "text": "Slashes in ids.",
+        "lang": "eng",
+        "metadata": None,
+    }
+    assert http.delete("/sentences/en-1").json() == {"deleted": 1}
+    gone = http.get("/sentences/en-1")
+    assert gone.status_code == 404
+    assert gone.json()["error"] == {"type": "not_found", "message": "unknown sentence id 'en-1'"}
+
+
 def test_sentences_survive_a_restart_on_the_same_index(service_factory: Callable[..., Any]) -> None:
     with service_factory() as svc, client_for(svc) as http:
         add(http, SENTENCES)

@@ -68,6 +68,7 @@ def test_snapshot_documents_every_endpoint() -> None:
         ("/sentences", "post"),
         ("/sentences", "delete"),
         ("/sentences/{sentence_id}", "delete"),
+        ("/sentences/{sentence_id}", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/stats", "get"),
