@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import asdict
+from datetime import datetime
 from typing import Annotated, Any
 
 import numpy as np
@@ -37,6 +38,8 @@ from service.rest.schemas import (
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
     OpenAIErrorResponse,
+    OpenAIModel,
+    OpenAIModelList,
     QueryResult,
     ReadyResponse,
     SearchRequest,
@@ -75,6 +78,14 @@ def _vector_json(answer: dict[str, Any]) -> Response:
     and parses back to the very same float32 values. The schema is unchanged (`response_model` documents it).
     """
     return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+def _unix_seconds(iso: str) -> int:
+    """ensemble.json's created_at (ISO 8601) as Unix seconds; 0 when absent or unreadable."""
+    try:
+        return int(datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return 0
 
 
 def openai_embeddings_response(vectors: np.ndarray, model: str, tokens: int, as_base64: bool = False) -> Response:
@@ -210,10 +221,24 @@ def create_router(engine: Engine) -> APIRouter:
     async def delete_sentences(body: DeleteSentencesRequest) -> DeleteResponse:
         return DeleteResponse(deleted=await engine.delete_sentences(body.ids))
 
+    @router.get(
+        "/v1/models",
+        tags=["openai"],
+        summary="OpenAI-compatible model list: the one served model",
+        responses=_errors(503, openai=True),
+    )
+    async def openai_models() -> OpenAIModelList:
+        # OpenAI-style tools list models before they embed; one repository is one model
+        created = engine.repo.ensemble.created_at if engine.repo is not None else ""
+        return OpenAIModelList(data=[OpenAIModel(id=engine.model_name, created=_unix_seconds(created))])
+
+    # HEAD too (undocumented: it is GET without the body): uptime monitors probe with it, and 405 reads as down
+    @router.head("/healthz", include_in_schema=False)
     @router.get("/healthz", tags=["operations"], summary="Liveness: 200 whenever the process serves HTTP")
     async def healthz() -> HealthResponse:
         return HealthResponse()
 
+    @router.head("/readyz", include_in_schema=False)
     @router.get(
         "/readyz",
         tags=["operations"],

@@ -168,9 +168,12 @@ class OpenAIEmbeddingRequest(BaseModel):
         examples=["Hello world"],
     )
     model: str | None = Field(None, description="Must be the served model name (see /info); omitted means that one.")
-    encoding_format: Literal["float", "base64"] = Field(
+    encoding_format: Literal["float", "base64"] | None = Field(
         "float",
-        description="base64 = little-endian float32 bytes, base64-encoded (the openai client default).",
+        description=(
+            "base64 = little-endian float32 bytes, base64-encoded (the openai client default); null means float, "
+            "as OpenAI reads it."
+        ),
     )
     dimensions: int | None = Field(
         None, strict=True, description="Optional; must equal the model's dimension (no truncation)."
@@ -208,6 +211,18 @@ class OpenAIEmbeddingResponse(BaseModel):
     data: list[OpenAIEmbedding]
     model: str
     usage: OpenAIUsage
+
+
+class OpenAIModel(BaseModel):
+    id: str = Field(description="The served model's name (what `model` must be in /v1/embeddings).")
+    object: Literal["model"] = "model"
+    created: int = Field(description="When the model repository was written, Unix seconds (0 when unknown).")
+    owned_by: str = "xret"
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
 
 
 # ------------------------------------------------------------------------------------------ sentences

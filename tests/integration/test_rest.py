@@ -134,10 +134,20 @@ def test_openai_route_float_and_base64_agree_with_embed(http: httpx.Client) -> N
     assert model in error["message"] and error["param"] == "model" and error["type"] == "invalid_request_error"
     tokens = http.post("/v1/embeddings", json={"input": [[1, 2, 3]], "model": model})
     assert tokens.status_code == 422 and "token arrays are not supported" in tokens.json()["error"]["message"]
+    unset = http.post("/v1/embeddings", json={"input": texts[0], "encoding_format": None})  # null = float
+    assert unset.status_code == 200 and unset.json()["data"][0]["embedding"] == body["data"][0]["embedding"]
+
+    # the model list OpenAI-style tools read first: one entry, the name /v1/embeddings accepts
+    models = http.get("/v1/models").json()
+    assert models["object"] == "list" and [m["id"] for m in models["data"]] == [model]
+    assert models["data"][0]["object"] == "model" and models["data"][0]["created"] > 1_700_000_000
 
 
 def test_operational_endpoints_and_metrics_move(http: httpx.Client) -> None:
     assert http.get("/healthz").json() == {"status": "ok"}
+    for probe in ("/healthz", "/readyz"):  # HEAD as uptime monitors send it: the status, no body
+        head = http.head(probe)
+        assert head.status_code == 200 and head.content == b"", probe
     ready = http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True and ready.json()["status"] == "ok"
     before = http.get("/metrics")

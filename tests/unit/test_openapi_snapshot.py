@@ -71,6 +71,7 @@ def test_snapshot_documents_every_endpoint() -> None:
         ("/sentences/{sentence_id}", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
+        ("/v1/models", "get"),
         ("/stats", "get"),
         ("/info", "get"),
         ("/metrics", "get"),
