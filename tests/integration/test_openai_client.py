@@ -29,6 +29,9 @@ def test_openai_client_embeddings_equal_native_embed(live: Any) -> None:
     floats = client.embeddings.create(model=native_body["model"], input=TEXTS[0], encoding_format="float")
     np.testing.assert_array_equal(np.asarray(floats.data[0].embedding, dtype=np.float32), native[0])
 
+    # discovery as OpenAI-style tools do it: the listed model is the one embeddings accept
+    assert [m.id for m in client.models.list()] == [native_body["model"]]
+
 
 def test_openai_client_sees_clear_errors(live: Any) -> None:
     client = openai.OpenAI(base_url=f"{live.rest}/v1", api_key="x", max_retries=0, timeout=30)
