@@ -35,7 +35,7 @@ def test_stubs_generate_into_a_fresh_folder_and_import_as_a_package(tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     methods, packed, has_stub = done.stdout.split("\n")[:3]
-    assert methods == "['AddSentences', 'DeleteSentences', 'Embed', 'Info', 'Search']"
+    assert methods == "['AddSentences', 'DeleteSentences', 'Embed', 'GetSentence', 'Info', 'Search']"
     assert packed == "0a080000803f00000040"  # field 1, one length-delimited run: packed floats
     assert has_stub == "True"
 
