@@ -36,9 +36,13 @@ def _bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:  # port taken, host not ours: the operator's setting, said in one line
         sock.close()
-        raise StartupError(f"cannot listen for REST on {host}:{port}: {exc.strerror or exc}") from None
+        raise _cannot_listen(host, port, exc) from None
     sock.set_inheritable(True)
     return sock
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> StartupError:
+    return StartupError(f"cannot listen for REST on {host}:{port}: {exc.strerror or exc}")
 
 
 def _listen(sock: socket.socket) -> None:
@@ -47,7 +51,7 @@ def _listen(sock: socket.socket) -> None:
         sock.listen(2048)
     except OSError as exc:
         host, port = sock.getsockname()[:2]
-        raise StartupError(f"cannot listen for REST on {host}:{port}: {exc.strerror or exc}") from None
+        raise _cannot_listen(host, port, exc) from None
 
 
 async def run_servers(
