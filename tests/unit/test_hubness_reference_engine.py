@@ -5,12 +5,12 @@ embedded at start, stored means name their source, survive restarts, and bad fil
 from __future__ import annotations
 
 import asyncio
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from test_benchmarks_rescoring import hub_world
 from test_rescore_engine import NAMES, QUERY, R_X, engine_run, plant, planted
 
 from service.config import Settings
@@ -25,11 +25,10 @@ REFERENCE_LINES = ["Das ist ein Satz.", "C'est une phrase.", "", "Esto es una fr
 
 def hub_geometry() -> tuple[np.ndarray, np.ndarray]:
     """Rows [H, C1-C4, T1-T3] on e0..e10 (H = e0 with a crowd around it; Tj mostly off e0) and a reference of
-    four "other-language queries" 0.8 e0 + 0.6 e10: r_y is 0.8 for H, 0.76 for Ci, 0.24 for Tj."""
+    four "other-language queries" 0.8 e0 + 0.6 e10: r_y is 0.8 for H, 0.76 for Ci, 0.24 for Tj. The rows are
+    the benchmark tests' hub world (its targets), so the service and the benchmark are tested on one geometry."""
+    _, rows, _ = hub_world()
     e = np.eye(11)
-    crowd = [0.95 * e[0] + math.sqrt(1 - 0.95**2) * e[i] for i in range(1, 5)]
-    translations = [0.3 * e[0] + 0.85 * e[4 + j] + math.sqrt(0.1875) * e[7 + j] for j in range(1, 4)]
-    rows = np.stack([e[0], *crowd, *translations]).astype(np.float32)
     return rows, np.stack([0.8 * e[0] + 0.6 * e[10]] * 4).astype(np.float32)
 
 
