@@ -37,6 +37,9 @@ Design choices, and why:
   reference vectors instead: computed once per added sentence, never stale (it does not depend on the
   other rows), so saves and compaction keep it as it is. The manifest records which source the stored
   means came from (`neighbour_source`); an index opened with another source recomputes them.
+* Language centring (service/centering.py) needs each language's mean vector: a running per-language sum
+  (`LanguageSums`) follows every add and delete (log replay included) and is recounted from the stored
+  vectors when a snapshot is opened, so it is never persisted and never stale.
 """
 
 from __future__ import annotations
@@ -56,8 +59,9 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
+from service.centering import MIN_SENTENCES, LanguageSums, center, centred_scores
 from service.errors import Conflict, InvalidInput, NotFound, StartupError, Unavailable, XretError
-from service.hubness import NEIGHBOURHOOD_K, REFERENCE_K, reference_means
+from service.hubness import NEIGHBOURHOOD_K, REFERENCE_K, candidate_count, reference_means
 from service.index_store import (
     INDEX_FILE,
     NEIGHBOURHOOD_FILE,
@@ -210,6 +214,7 @@ class SentenceIndex:
         self._reference: np.ndarray | None = None  # hubness reference vectors: r_y over them (open(reference=...))
         self._neighbour_source = ""  # "" (the index's own rows) or "reference:<id>", as the manifest records it
         self._lang_counts: Counter[str] = Counter()
+        self._language_sums = LanguageSums(manifest.dim)  # per-language vector sums: centred search
         self._dead = 0
         self._selectors: dict[frozenset[str] | None, tuple[int, Any]] = {}
         self._lock = _ReadWriteLock()
@@ -323,6 +328,7 @@ class SentenceIndex:
         index._append_rows(rows)
         if len(index._row_of) + index._dead != len(rows):
             raise StartupError(f"{snap / SENTENCES_FILE}: repeated sentence ids; the index folder is damaged")
+        index._recount_language_sums()
         if not neighbourhood:
             pass
         elif NEIGHBOURHOOD_FILE in manifest.files and (manifest.neighbour_k, manifest.neighbour_source) == (
@@ -448,6 +454,7 @@ class SentenceIndex:
         else:
             self._faiss.add(vectors)
         self._append_rows(rows)
+        self._language_sums.add([row[2] for row in rows], vectors)
         if self._keeps_neighbourhood:
             new_rows = np.arange(stored, stored + len(rows), dtype=np.int64)
             self._neighbourhood[new_rows] = self._neighbourhood_of(vectors, new_rows)
@@ -463,6 +470,10 @@ class SentenceIndex:
         return ivf
 
     def _apply_delete(self, ids: Sequence[str]) -> None:
+        rows = np.fromiter((self._row_of[sid] for sid in ids), dtype=np.int64, count=len(ids))
+        if rows.size:
+            gone = [self._rows[row] for row in rows.tolist()]
+            self._language_sums.remove([row[2] for row in gone if row is not None], self._faiss.reconstruct_batch(rows))
         for sid in ids:
             row = self._row_of.pop(sid)
             stored = self._rows[row]
@@ -474,6 +485,16 @@ class SentenceIndex:
                 del self._lang_counts[stored[2]]
             self._dead += 1
         self._selectors.clear()
+
+    def _recount_language_sums(self) -> None:
+        """Per-language sums from the stored vectors of the live rows (opening a snapshot), chunk by chunk."""
+        self._language_sums = LanguageSums(self._dim)
+        stored = len(self._rows)
+        for start in range(0, stored, _COMPACT_CHUNK):
+            end = min(start + _COMPACT_CHUNK, stored)
+            alive = self._alive[start:end]
+            langs = [row[2] for row in self._rows[start:end] if row is not None]
+            self._language_sums.add(langs, self._faiss.reconstruct_n(start, end - start)[alive])
 
     def _append_rows(self, rows: Sequence[Row | None]) -> None:
         start = len(self._rows)
@@ -519,6 +540,41 @@ class SentenceIndex:
             raise InvalidInput("rescoring needs neighbourhood statistics, which this index does not keep")
         return self._search(vectors, k, langs)
 
+    def search_centred(self, vectors: np.ndarray, k: int, langs: set[str] | None, query_lang: str) -> list[list[Hit]]:
+        """Language-centred search (service/centering.py) for query rows all in `query_lang`.
+
+        The queries are centred on their language's mean; the best `candidate_count(k)` rows by inner product
+        with them are re-ranked by the centred cosine, each candidate minus its own language's mean. Means,
+        candidates and their vectors are read under one lock, so a concurrent write cannot split them.
+        """
+        queries = self._checked_queries(vectors, k, langs)
+        with self._lock.read():
+            self._check_open()
+            means = self._language_sums.means([query_lang, *self._lang_counts])
+            if query_lang not in means:
+                raise InvalidInput(
+                    f"query_lang: centring on {query_lang!r} needs at least {MIN_SENTENCES} indexed sentences in "
+                    f"that language to estimate its mean; the index has {self._language_sums.count(query_lang)}"
+                )
+            centred = center(queries, means[query_lang])
+            allowed, selector = self._selector(langs)
+            wanted = min(candidate_count(k), allowed)
+            if wanted == 0 or not len(queries):
+                return [[] for _ in range(len(queries))]
+            _, labels = self._top(centred, wanted, selector, allowed)
+            out: list[list[Hit]] = []
+            for query, found in zip(centred, labels, strict=True):
+                live = [label for label in found.tolist() if label >= 0 and self._rows[label] is not None]
+                rows = [row for label in live if (row := self._rows[label]) is not None]
+                if not rows:
+                    out.append([])
+                    continue
+                stored = self._faiss.reconstruct_batch(np.asarray(live, dtype=np.int64))
+                scores = centred_scores(query, stored, [row[2] for row in rows], means)
+                best = np.argsort(-scores, kind="stable")[:k]
+                out.append([self._hit(rows[i], float(scores[i])) for i in best.tolist()])
+            return out
+
     @property
     def keeps_neighbourhood(self) -> bool:
         """Whether r_y is kept (open(neighbourhood=True)), so searches may be rescored."""
@@ -529,12 +585,16 @@ class SentenceIndex:
         """k of r_y: REFERENCE_K against a hubness reference, NEIGHBOURHOOD_K among the index's own rows."""
         return REFERENCE_K if self._reference is not None else NEIGHBOURHOOD_K
 
-    def _search(self, vectors: np.ndarray, k: int, langs: set[str] | None) -> list[tuple[list[Hit], np.ndarray]]:
+    def _checked_queries(self, vectors: np.ndarray, k: int, langs: set[str] | None) -> np.ndarray:
         queries = self._check_matrix(vectors, "query vectors")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInput(f"k must be a positive integer, got {k!r}")
         if langs is not None and (isinstance(langs, str) or not all(isinstance(lang, str) for lang in langs)):
             raise InvalidInput("langs: expected language codes (strings)")
+        return queries
+
+    def _search(self, vectors: np.ndarray, k: int, langs: set[str] | None) -> list[tuple[list[Hit], np.ndarray]]:
+        queries = self._checked_queries(vectors, k, langs)
         with self._lock.read():
             self._check_open()
             allowed, selector = self._selector(langs)
@@ -692,9 +752,13 @@ class SentenceIndex:
         for score, label in zip(scores.tolist(), labels.tolist(), strict=True):
             row = self._rows[label] if label >= 0 else None
             if row is not None:
-                hits.append(Hit(row[0], row[1], row[2], float(score), _load_metadata(row[3])))
+                hits.append(self._hit(row, float(score)))
                 found.append(label)
         return hits, self._neighbourhood[np.asarray(found, dtype=np.int64)].astype(np.float64)
+
+    @staticmethod
+    def _hit(row: Row, score: float) -> Hit:
+        return Hit(row[0], row[1], row[2], score, _load_metadata(row[3]))
 
     # ------------------------------------------------------------------ persistence
     def save(self) -> None:
