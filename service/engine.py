@@ -68,6 +68,7 @@ class SearchKey:
     langs: tuple[str, ...]  # sorted; empty means every language
     fusion: Fusion
     rescore: str = "none"  # hubness rescoring method, as `Engine.rescore_for` resolved it
+    query_lang: str = ""  # language-centred search on this query language ("" = plain)
 
 
 @dataclass
@@ -298,13 +299,14 @@ class Engine:
         names = [m.spec.name for m in repo.members]
         return resolve_fusion(spec.method, ensemble.weights, names, override, spec.rrf_k)
 
-    def rescore_for(self, requested: str | None, fusion: Fusion) -> str:
+    def rescore_for(self, requested: str | None, fusion: Fusion, query_lang: str | None = None) -> str:
         """The hubness rescoring a search runs (what responses report); an impossible request raises here.
 
         None or "" means the server's default (`search_rescore`). The neighbourhood densities are cosines
         of the stored vectors, so rescoring needs a search scored by their inner product: the repository's
-        own weights and a cosine fusion (not rrf). For any other search the server default steps aside
-        (and "none" is reported), while an explicit request is refused with the reason.
+        own weights and a cosine fusion (not rrf). For any other search, and for a language-centred one
+        (`query_lang`: its scores are centred cosines, not the ones the densities describe), the server default
+        steps aside (and "none" is reported), while an explicit request is refused with the reason.
         """
         explicit = requested is not None and requested != ""
         method = requested if explicit else self.settings.search_rescore
@@ -315,6 +317,13 @@ class Engine:
                 f"rescore: {method!r} needs the neighbourhood statistics of the index, which this server does not "
                 "keep; start it with --hubness-reference FILE, --neighbourhood-stats or a --search-rescore default"
             )
+        if method != "none" and query_lang:
+            if explicit:
+                raise InvalidInput(
+                    f"rescore: {method!r} does not combine with query_lang (a language-centred search): the "
+                    "neighbourhood densities are plain cosines; ask for one of the two"
+                )
+            return "none"
         if method == "none" or self._scored_by_stored_cosine(fusion):
             return method
         if explicit:
@@ -324,6 +333,24 @@ class Engine:
                 f"{[round(w, 6) for w in fusion.weights]}; drop the fusion override or ask for rescore 'none'"
             )
         return "none"
+
+    def center_for(self, query_lang: str | None, fusion: Fusion) -> str:
+        """The query language a search centres on ("" for none); an impossible request raises here.
+
+        Centring (service/centering.py) subtracts language means of the stored vectors, so it needs a search
+        scored by their inner product: the repository's own weights and a cosine fusion (not rrf).
+        """
+        if query_lang is None or query_lang == "":
+            return ""
+        if not isinstance(query_lang, str) or not LANG_RE.match(query_lang):
+            raise InvalidInput(f"query_lang: {query_lang!r} is not a language code like 'en', 'deu' or 'zh_Hant'")
+        if not self._scored_by_stored_cosine(fusion):
+            raise InvalidInput(
+                f"query_lang: a language-centred search needs cosine scores of the stored vectors, but this search "
+                f"uses fusion {fusion.method!r} with weights {[round(w, 6) for w in fusion.weights]}; drop the "
+                "fusion override or the query_lang"
+            )
+        return query_lang
 
     def _scored_by_stored_cosine(self, fusion: Fusion) -> bool:
         _, ensemble, _, _, _ = self._parts()
@@ -338,20 +365,24 @@ class Engine:
         fusion: FusionOverride | None = None,
         field: str = "queries",
         rescore: str | None = None,
+        query_lang: str | None = None,
     ) -> list[list[Hit]]:
         """Nearest indexed sentences for each query, optionally only in the target languages.
 
         `fusion` overrides the repository's fusion for this request (see service/fusion.py for what
         can be served from the stored vectors); `rescore` picks the hubness rescoring (None: the
-        server's default; see `rescore_for`). The result cache is keyed by the fusion and rescoring
-        that run. `field` names the request field in error messages, as for `embed`.
+        server's default; see `rescore_for`); `query_lang`, the language of every query, asks for a
+        language-centred search (service/centering.py; see `center_for`). The result cache is keyed by
+        the fusion, rescoring and centring that run. `field` names the request field in error messages,
+        as for `embed`.
         """
         repo, _, _, index, cache = self._parts()
         self.validate_texts(queries, field)
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.settings.max_k:
             raise InvalidInput(f"k must be an integer from 1 to max_k={self.settings.max_k}, got {k!r}")
         used = self.fusion_for(fusion)
-        method = self.rescore_for(rescore, used)
+        centre = self.center_for(query_lang, used)
+        method = self.rescore_for(rescore, used, centre)
         wanted = self._check_langs(langs, index)
         version = index.state_key
         keys = [
@@ -359,7 +390,7 @@ class Engine:
                 "res",
                 repo.fingerprint,
                 version,
-                json.dumps([q, k, wanted, used.method, used.weights, used.rrf_k, method]),
+                json.dumps([q, k, wanted, used.method, used.weights, used.rrf_k, method, centre]),
             )
             for q in queries
         ]
@@ -371,7 +402,8 @@ class Engine:
         if missing:
             emb = await self._vectors([queries[i] for i in missing])
             t0 = time.perf_counter()
-            found = await self._searcher_running().submit(SearchKey(k, tuple(wanted), used, method), emb.vectors)
+            key = SearchKey(k, tuple(wanted), used, method, centre)
+            found = await self._searcher_running().submit(key, emb.vectors)
             self.metrics.stage_seconds.labels("search").observe(time.perf_counter() - t0)
             for i, hits in zip(missing, found, strict=True):
                 results[i] = hits
@@ -390,6 +422,9 @@ class Engine:
 
     def _search_group(self, key: SearchKey, fused: np.ndarray) -> list[list[Hit]]:
         """One fused search for the stacked query rows of every request sharing `key` (worker thread)."""
+        if key.query_lang:  # center_for let it through: the repository's own cosine fusion
+            _, _, _, index, _ = self._parts()
+            return index.search_centred(fused, key.k, set(key.langs) or None, key.query_lang)
         return self._search_fused(fused, key.k, set(key.langs) or None, key.fusion, key.rescore)
 
     def _search_fused(

@@ -120,7 +120,10 @@ class RetrievalServicer:
         if request.HasField("fusion"):
             override = FusionOverride(request.fusion.method or None, list(request.fusion.weights) or None)
         rescore = request.rescore or None
-        found = await self.engine.search(queries, request.k, list(request.langs) or None, override, rescore=rescore)
+        query_lang = request.query_lang or None
+        found = await self.engine.search(
+            queries, request.k, list(request.langs) or None, override, rescore=rescore, query_lang=query_lang
+        )
         used = self.engine.fusion_for(override)
         results = [
             xret_pb2.QueryResult(
@@ -144,7 +147,8 @@ class RetrievalServicer:
             model=self.engine.model_name,
             took_ms=took_ms,
             fusion=xret_pb2.AppliedFusion(method=used.method, weights=used.weights),
-            rescore=self.engine.rescore_for(rescore, used),
+            rescore=self.engine.rescore_for(rescore, used, query_lang),
+            query_lang=query_lang or "",
         )
 
     async def Embed(self, request: xret_pb2.EmbedRequest, context: grpc.aio.ServicerContext) -> xret_pb2.EmbedResponse:

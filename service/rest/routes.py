@@ -130,7 +130,9 @@ def create_router(engine: Engine) -> APIRouter:
         started = time.perf_counter()
         queries, field = body.texts()
         override = None if body.fusion is None else FusionOverride(body.fusion.method, body.fusion.weights)
-        found = await engine.search(queries, body.k, body.langs, override, field=field, rescore=body.rescore)
+        found = await engine.search(
+            queries, body.k, body.langs, override, field=field, rescore=body.rescore, query_lang=body.query_lang
+        )
         used = engine.fusion_for(override)
         return SearchResponse(
             results=[
@@ -138,7 +140,8 @@ def create_router(engine: Engine) -> APIRouter:
                 for q, hits in zip(queries, found, strict=True)
             ],
             fusion=FusionUsed(method=used.method, weights=list(used.weights)),
-            rescore=engine.rescore_for(body.rescore, used),
+            rescore=engine.rescore_for(body.rescore, used, body.query_lang),
+            query_lang=body.query_lang or None,
             model=engine.model_name,
             took_ms=round((time.perf_counter() - started) * 1000, 3),
         )

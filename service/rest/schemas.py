@@ -95,6 +95,18 @@ class SearchRequest(Strict):
         ),
         examples=["margin"],
     )
+    query_lang: str | None = Field(
+        None,
+        description=(
+            "The language of every query (a code as indexed). Given, the search is language-centred: the query "
+            "minus its language's mean vector is compared with each candidate minus its own language's mean "
+            "(means of the indexed sentences; the index must hold at least 50 in the query language), "
+            "re-ranking the top max(10k, 100) candidates. Removes the offset that tells languages apart, "
+            "which translation search must ignore. Needs a cosine fusion with the repository's weights and "
+            "no rescore. Omit for a plain search."
+        ),
+        examples=["deu"],
+    )
 
     @model_validator(mode="after")
     def _one_of_query_or_queries(self) -> SearchRequest:
@@ -118,7 +130,7 @@ class Hit(BaseModel):
     score: float = Field(
         description=(
             "Fused cosine similarity (1.0 = same embedding); with fusion rrf, the RRF score; with rescore "
-            "margin or csls, the rescored score."
+            "margin or csls, the rescored score; with query_lang, the cosine of the language-centred vectors."
         ),
         examples=[0.87],
     )
@@ -140,6 +152,9 @@ class SearchResponse(BaseModel):
     fusion: FusionUsed = Field(description="The fusion actually used (the repository's unless overridden).")
     rescore: str = Field(
         description="The hubness rescoring that ranked the hits: none, margin or csls.", examples=["none"]
+    )
+    query_lang: str | None = Field(
+        None, description="The query language the hits were centred on; null for a plain search.", examples=[None]
     )
     model: str = Field(description="Name of the served model repository.", examples=["xret-ensemble"])
     took_ms: float = Field(description="Server-side time for the whole request.", examples=[4.2])
