@@ -42,7 +42,10 @@ def add_parser(sub: Any) -> None:
         action="append",
         required=True,
         metavar="NAME=REPO_DIR",
-        help="a model repository to benchmark under a name; repeat to compare systems",
+        help=(
+            "a model repository to benchmark under a name, as NAME=REPO_DIR[:MEMBER[*WEIGHT],...][@FUSION][~center] "
+            "(~center: language-centred vectors); repeat to compare systems"
+        ),
     )
     p.add_argument("--baseline", help="system that gains are measured against (default: the first)")
     p.add_argument(
@@ -93,7 +96,7 @@ def add_parser(sub: Any) -> None:
 
 
 def parse_systems(raw: list[str]) -> list[Any]:
-    """`NAME=REPO_DIR[:MEMBERS][@FUSION]` specs -> System list; names must be unique and file-name safe."""
+    """`NAME=REPO_DIR[:MEMBERS][@FUSION][~center]` specs -> System list; names must be unique and file-name safe."""
     from benchmarks.retrieval.systems import System
 
     systems: list[System] = []
@@ -101,7 +104,8 @@ def parse_systems(raw: list[str]) -> list[Any]:
         name, eq, spec = item.partition("=")
         if not eq or not NAME_RE.match(name) or not spec:
             raise BenchmarkError(
-                f"--system {item!r}: expected NAME=REPO_DIR[:MEMBER,MEMBER...][@FUSION], NAME of letters, digits, _.+-"
+                f"--system {item!r}: expected NAME=REPO_DIR[:MEMBER,MEMBER...][@FUSION][~center], "
+                "NAME of letters, digits, _.+-"
             )
         if any(s.name == name for s in systems):
             raise BenchmarkError(f"--system {item!r}: the name {name!r} is used twice")

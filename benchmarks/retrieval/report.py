@@ -202,7 +202,7 @@ def markdown(results: dict[str, Any], files: dict[str, str]) -> str:
                 name,
                 f"`{info['repo']}`",
                 ", ".join(info["members"]),
-                info["fusion"],
+                info["fusion"] + (", language-centred" if info.get("center") else ""),
                 str(info["dim"]),
                 f"`{info['fingerprint']}`",
                 f"{info['texts_embedded']} / {info['texts_from_cache']}",

@@ -15,6 +15,10 @@ never on Tatoeba or BUCC (test sets).
 A system fused by `rrf` is scored by the service's RRF search (rrf.py) instead of plain cosine; as in the
 service, it takes no hubness rescoring, and it has no BUCC score: mining thresholds one score across all
 sentence pairs, and RRF scores are ranks within one query's candidates (the results say so by name).
+
+A `~center` system (systems.py) scores every task on language-centred vectors: each one-language side (a
+Tatoeba file's xx or English side, the dev set's English or one language, BUCC's zh or en corpus) minus its
+own mean, as an index holding those sentences would centre them (service/centering.py).
 """
 
 from __future__ import annotations
@@ -152,8 +156,8 @@ async def _tatoeba(
     rrf = _rrf_search(embedder)
     for pair in tqdm(pairs, desc=f"{name} tatoeba", unit="lang"):
         code = pair.language.iso3
-        xx = await embedder.embed(pair.xx, desc=f"{code} xx")
-        en = await embedder.embed(pair.en, desc=f"{code} en")
+        xx = await embedder.embed_language(pair.xx, desc=f"{code} xx")
+        en = await embedder.embed_language(pair.en, desc=f"{code} en")
         inverse = np.empty_like(pair.gold)
         inverse[pair.gold] = np.arange(pair.gold.size)
         xx_en, en_xx = (
@@ -213,14 +217,14 @@ async def _stsb_dev(
     """Strict xx->en P@1 per dev language and averaged, plus rescored versions; English embedded once.
     Also the bootstrap replicates, for paired gains between systems."""
     english = sorted({t for pair in pairs for t in pair.en})
-    en_all = await embedder.embed(english, desc="stsb-dev en")
+    en_all = await embedder.embed_language(english, desc="stsb-dev en")
     row = {text: i for i, text in enumerate(english)}
     per_language: dict[str, dict[str, Any]] = {}
     hits: Hits = {"xx_en": []}
     rescored = _empty_rescore_hits(rescore, ("xx_en",), variants)
     rrf = _rrf_search(embedder)
     for pair in tqdm(pairs, desc=f"{name} stsb-dev", unit="lang"):
-        xx = await embedder.embed(pair.xx, desc=f"stsb-dev {pair.lang}")
+        xx = await embedder.embed_language(pair.xx, desc=f"stsb-dev {pair.lang}")
         en = en_all[[row[t] for t in pair.en]]
         gold = np.arange(len(pair.xx))
         plain = (
@@ -263,8 +267,8 @@ def _dev_gains(
 
 async def _bucc(embedder: SystemEmbedder, corpus: bucc.BuccCorpus, cfg: RunConfig) -> dict[str, Any]:
     """Mining F1 with ratio margin and with plain cosine, each with CV and oracle thresholds."""
-    x = await embedder.embed(corpus.src.unique_texts, desc="bucc zh")
-    y = await embedder.embed(corpus.tgt.unique_texts, desc="bucc en")
+    x = await embedder.embed_language(corpus.src.unique_texts, desc="bucc zh")
+    y = await embedder.embed_language(corpus.tgt.unique_texts, desc="bucc en")
     out: dict[str, Any] = {}
     for scoring in bucc.SCORINGS:
         mined = bucc.mine(x, y, scoring, k=MARGIN_K)
@@ -375,6 +379,7 @@ async def run_benchmarks(systems: list[System], cfg: RunConfig, baseline: str) -
                 "member_fingerprints": [m.fingerprint for m in embedder.members],
                 "base_models": sorted({s.spec.base_model for m in embedder.members for s in m.repository.members}),
                 "fusion": embedder.method,
+                "center": "language" if embedder.center else None,
                 **({"rrf_k": embedder.rrf_k} if embedder.method == "rrf" else {}),
                 "weights": embedder.weights,
                 "dim": embedder.dim,

@@ -8,7 +8,7 @@ fused with `service.ensemble.fuse`, the function the engine's `Ensemble.run` cal
 unit vectors again is a no-op on their normalisation, so the result equals the engine's output on the
 full repository (tested), at the cost of one embedding pass per member instead of one per ensemble.
 
-A system spec is `NAME=REPO_DIR[:MEMBER[*WEIGHT],...][@FUSION]`: without members it is the repository's own
+A system spec is `NAME=REPO_DIR[:MEMBER[*WEIGHT],...][@FUSION][~center]`: without members it is the repository's own
 ensemble (its members, fusion and weights); with members it is that subset with the weights given (1 where
 none is) and the repository's fusion method (concat when it has no ensemble.json yet), or FUSION when given.
 Weights let a study score a fixed weighting it registered in advance (the base at 4 beside four seeds of one
@@ -16,6 +16,9 @@ member at 1 each) without writing a repository per weighting. `score_sum` is exa
 service.ensemble) and is scored that way. Score-level `rrf` is a re-ranking done at search time on the
 service's candidate list, not an embedding: an rrf system's vectors are the concatenation the service
 stores, and the runner picks its top hit with the service's own re-ranking (rrf.py), never by their cosine.
+`~center` scores the system's vectors language-centred (service/centering.py): each one-language side of a
+task minus its own mean; the hubness reference, many languages at once, is never centred. It does not go
+with rrf, whose member cosines are read back from blocks that centring no longer keeps at unit length.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 
 from benchmarks.retrieval.embed import EngineEmbedder
 from benchmarks.retrieval.errors import BenchmarkError
+from service.centering import center_by_own_mean
 from service.ensemble import fuse
 from service.repository import (
     EnsembleSpec,
@@ -43,6 +47,7 @@ from service.repository import (
 )
 
 FUSIONS = ("concat", "mean", "score_sum", "rrf")
+CENTER_SUFFIX = "~center"
 
 
 @dataclass(frozen=True)
@@ -54,14 +59,19 @@ class System:
     members: tuple[str, ...] | None = None
     fusion: str | None = None
     weights: tuple[float, ...] | None = None  # with members: one per member; None: uniform
+    center: bool = False  # score language-centred vectors (module docstring)
 
     @classmethod
     def parse(cls, name: str, spec: str) -> System:
-        """`REPO_DIR[:m1*w1,m2][@fusion]` -> System; a malformed spec is a BenchmarkError naming it."""
-        rest, at, fusion = spec.rpartition("@") if "@" in spec else (spec, "", "")
+        """`REPO_DIR[:m1*w1,m2][@fusion][~center]` -> System; a malformed spec is a BenchmarkError naming it."""
+        centred = spec.endswith(CENTER_SUFFIX)
+        body = spec.removesuffix(CENTER_SUFFIX) if centred else spec
+        rest, at, fusion = body.rpartition("@") if "@" in body else (body, "", "")
         repo, colon, members_raw = rest.partition(":")
         if not repo or (at and not fusion) or (colon and not members_raw.strip(",")):
-            raise BenchmarkError(f"--system {name}={spec!r}: expected NAME=REPO_DIR[:MEMBER[*WEIGHT],...][@FUSION]")
+            raise BenchmarkError(
+                f"--system {name}={spec!r}: expected NAME=REPO_DIR[:MEMBER[*WEIGHT],...][@FUSION][{CENTER_SUFFIX}]"
+            )
         entries = [m.strip() for m in members_raw.split(",") if m.strip()] if colon else None
         members = tuple(e.partition("*")[0].strip() for e in entries) if entries is not None else None
         if members is not None and len(set(members)) != len(members):
@@ -69,7 +79,9 @@ class System:
         weights = _weights(name, spec, entries) if entries is not None and any("*" in e for e in entries) else None
         if fusion and fusion not in FUSIONS:
             raise BenchmarkError(f"--system {name}={spec!r}: fusion {fusion!r} is not one of {', '.join(FUSIONS)}")
-        return cls(name=name, repo=Path(repo), members=members, fusion=fusion or None, weights=weights)
+        if centred and fusion == "rrf":
+            raise BenchmarkError(f"--system {name}={spec!r}: {CENTER_SUFFIX} does not go with rrf (module docstring)")
+        return cls(name=name, repo=Path(repo), members=members, fusion=fusion or None, weights=weights, center=centred)
 
 
 def _weights(name: str, spec: str, entries: list[str]) -> tuple[float, ...]:
@@ -121,6 +133,7 @@ class SystemEmbedder:
         else:
             self.weights = [1.0] * len(names)
         self.names = names
+        self.center = system.center
         self._views = tempfile.TemporaryDirectory(prefix="xret-bench-views-")
         self.members = [
             EngineEmbedder(_member_view(system.repo, name, Path(self._views.name)), cache_dir, threads)
@@ -170,6 +183,17 @@ class SystemEmbedder:
         for name, member in zip(self.names, self.members, strict=True):
             vectors.append(await member.embed(texts, desc=f"{desc} {name}"))
         return np.ascontiguousarray(fuse(self.method, vectors, self.weights), dtype=np.float32)
+
+
+    async def embed_language(self, texts: list[str], desc: str = "embed") -> np.ndarray:
+        """`embed` for texts of one language: centred on their own mean when the system is `~center`."""
+        vectors = await self.embed(texts, desc)
+        if not self.center:
+            return vectors
+        try:
+            return center_by_own_mean(vectors)
+        except ValueError as exc:
+            raise BenchmarkError(f"{desc}: cannot centre: {exc}") from None
 
 
 def _member_view(repo: Path, name: str, root: Path) -> Path:

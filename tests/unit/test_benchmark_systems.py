@@ -65,6 +65,9 @@ def test_subsets_share_member_caches_and_mean_fusion_keeps_one_dim(tiny_repo: Pa
         ("{repo}:tiny0*0,tiny1", "weight of 'tiny0' must be a number > 0"),
         ("{repo}:tiny0,tiny1*-2", "weight of 'tiny1' must be a number > 0"),
         ("{repo}:tiny0*2,tiny0*1", "listed twice"),
+        ("{repo}@~center", "expected NAME=REPO_DIR"),
+        ("{repo}:tiny0,tiny1@rrf~center", "~center does not go with rrf"),
+        ("~center", "expected NAME=REPO_DIR"),
     ],
 )
 def test_malformed_specs_are_named(tiny_repo: Path, spec: str, message: str) -> None:
@@ -104,3 +107,30 @@ def test_a_member_subset_needs_no_ensemble_json(tiny_repo: Path, tmp_path: Path)
     assert embedder.method == "concat" and embedder.weights == [1.0] and alone.shape == (len(TEXTS), 32)
     with pytest.raises(BenchmarkError, match=r"ensemble\.json"):
         SystemEmbedder(System("whole", repo), None)
+
+
+def test_a_centred_system_centres_one_language_sides_only(tiny_repo: Path, tmp_path: Path) -> None:
+    """`~center` subtracts a side's own mean in `embed_language`; `embed` (the multilingual reference) is untouched."""
+    system = System.parse("c", f"{tiny_repo}:tiny0,tiny1@mean~center")
+    assert (system.center, system.fusion, system.members) == (True, "mean", ("tiny0", "tiny1"))
+    texts = [f"sentence number {i} about {word}" for i, word in enumerate(["cats", "rain", "trains"] * 20)]
+
+    async def both() -> tuple[np.ndarray, np.ndarray]:
+        async with SystemEmbedder(system, tmp_path / "cache") as embedder:
+            return await embedder.embed(texts), await embedder.embed_language(texts)
+
+    plain, centred = asyncio.run(both())
+    by_hand = plain - plain.astype(np.float64).mean(axis=0)
+    by_hand /= np.linalg.norm(by_hand, axis=1, keepdims=True)
+    np.testing.assert_allclose(centred, by_hand, atol=1e-5)
+    assert np.abs(centred.astype(np.float64).mean(axis=0)).max() < np.abs(plain.mean(axis=0)).max()
+    assert not System.parse("p", str(tiny_repo)).center
+
+
+def test_a_side_too_small_to_centre_is_named(tiny_repo: Path, tmp_path: Path) -> None:
+    async def embed_two() -> None:
+        async with SystemEmbedder(System.parse("c", f"{tiny_repo}~center"), tmp_path / "cache") as embedder:
+            await embedder.embed_language(TEXTS[:2], desc="afr xx")
+
+    with pytest.raises(BenchmarkError, match="afr xx: cannot centre: a language mean needs at least 50 sentences"):
+        asyncio.run(embed_two())
