@@ -14,7 +14,7 @@ def test_small_run_writes_ratios_for_every_shape_and_a_plot(tmp_path: Path) -> N
     out = tmp_path / "cost.json"
     assert centring_cost.main(["--sizes", "400", "--out", str(out)]) == 0
     (result,) = json.loads(out.read_text())["results"]
-    assert result["size"] == 400 and result["open_s"] >= 0
+    assert result["size"] == 400 and result["open_s"] >= 0 and result["recount_s"] >= 0
     shapes = [(r["queries"], r["langs"]) for r in result["searches"]]
     assert shapes == [(1, "all"), (16, "all"), (1, "eng"), (16, "eng")]
     for row in result["searches"]:
