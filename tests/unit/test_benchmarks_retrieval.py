@@ -229,3 +229,31 @@ def test_cli_end_to_end_on_the_tiny_repository(
 
     assert main(["retrieval", "--system", "no equals sign"]) == 2
     assert "expected NAME=REPO_DIR" in capsys.readouterr().err
+
+
+@needs_data
+def test_a_centred_system_scores_each_side_on_its_own_mean(tiny_repo: Path, tmp_path: Path) -> None:
+    """`~center` end to end: the reported P@1 is the one computed by hand from centred sides of the real file."""
+    import asyncio
+
+    from benchmarks.retrieval.systems import System, SystemEmbedder
+    from service.centering import center_by_own_mean
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = ["retrieval", "--system", f"tiny={tiny_repo}", "--system", f"tiny.c={tiny_repo}~center"]
+    argv += ["--languages", "de", "--max-sentences", "60", "--tasks", "tatoeba", "--data-dir", str(DATA)]
+    assert main([*argv, "--out", str(out), "--cache-dir", str(cache), "--name", "c"]) == 0
+    results = json.loads((out / "c.json").read_text(encoding="utf-8"))
+    assert results["systems"]["tiny"]["center"] is None and results["systems"]["tiny.c"]["center"] == "language"
+    assert results["systems"]["tiny.c"]["texts_embedded"] == 0  # the same member vectors, centred afterwards
+    (deu,) = [lang for lang in tatoeba.read_languages(DATA) if lang.iso3 == "deu"]
+    pair = tatoeba.load_pair(DATA, deu, max_sentences=60)
+
+    async def sides() -> tuple[np.ndarray, np.ndarray]:
+        async with SystemEmbedder(System("tiny", tiny_repo), cache) as embedder:
+            return await embedder.embed(pair.xx), await embedder.embed(pair.en)
+
+    xx, en = asyncio.run(sides())
+    xx_en, en_xx = tatoeba.evaluate(center_by_own_mean(xx), center_by_own_mean(en), pair.gold)
+    got = results["tatoeba"]["results"]["tiny.c"]["per_language"]["deu"]
+    assert (got["xx_en"], got["en_xx"]) == (round(100 * xx_en.mean(), 2), round(100 * en_xx.mean(), 2))
