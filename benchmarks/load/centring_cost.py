@@ -80,25 +80,13 @@ def measure(size: int, folder: Path) -> dict[str, Any]:
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    """Centred / plain time per search shape, one bar per index size (1.0 = no cost)."""
+    from benchmarks.load.plot import save_grouped_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    labels = [f"{r['queries']} q, {r['langs']}" for r in results[0]["searches"]]
-    width = 0.8 / len(results)
-    for i, result in enumerate(results):
-        ratios = [r["ratio"] for r in result["searches"]]
-        ax.bar(np.arange(len(labels)) + i * width, ratios, width, label=f"{result['size']:,} vectors")
-    ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xticks(np.arange(len(labels)) + width * (len(results) - 1) / 2, labels, fontsize=8)
-    ax.set_ylabel("centred / plain search time")
-    ax.set_title("Cost of a language-centred search (flat index, median of 15)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    groups = [f"{r['queries']} q, {r['langs']}" for r in results[0]["searches"]]
+    series = {f"{r['size']:,} vectors": [s["ratio"] for s in r["searches"]] for r in results}
+    title = "Cost of a language-centred search (flat index, median of 15; 1.0 = none)"
+    save_grouped_bars(groups, series, path, ylabel="centred / plain search time", title=title)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,26 +162,13 @@ def summary_line(row: dict[str, Any]) -> str:
 
 def plot(report: dict[str, Any], out: Path) -> None:
     """Grouped bars: sentences/s per configuration, one group per batch size (log scale: CPU vs GPU)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from benchmarks.load.plot import save_grouped_bars
 
     configs = report["configs"]
     sizes = list(configs[0]["throughput"])
-    width = 0.8 / len(configs)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, row in enumerate(configs):
-        values = [row["throughput"][s]["sentences_per_s"] for s in sizes]
-        ax.bar(np.arange(len(sizes)) + i * width, values, width, label=row["config"])
-    ax.set_xticks(np.arange(len(sizes)) + width * (len(configs) - 1) / 2, [f"batch {s}" for s in sizes])
-    ax.set_yscale("log")
-    ax.set_ylabel("sentences/s")
-    ax.set_title("One member per device and precision (bare encoder loop)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    series = {row["config"]: [row["throughput"][s]["sentences_per_s"] for s in sizes] for row in configs}
+    title = "One member per device and precision (bare encoder loop)"
+    save_grouped_bars([f"batch {s}" for s in sizes], series, out, ylabel="sentences/s", title=title, log=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,25 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt
 
 
+def save_grouped_bars(
+    groups: list[str], series: dict[str, list[float]], out: Path, *, ylabel: str, title: str, log: bool = False
+) -> None:
+    """One bar per series in each group (`series[label][i]` in `groups[i]`), a legend, written as a PNG."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar([g + i * width for g in range(len(groups))], values, width, label=label)
+    ax.set_xticks([g + width * (len(series) - 1) / 2 for g in range(len(groups))], groups, fontsize=8)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
 def _runs(paths: list[Path]) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     for path in paths:
