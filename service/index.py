@@ -470,20 +470,22 @@ class SentenceIndex:
         return ivf
 
     def _apply_delete(self, ids: Sequence[str]) -> None:
-        rows = np.fromiter((self._row_of[sid] for sid in ids), dtype=np.int64, count=len(ids))
-        if rows.size:
-            gone = [self._rows[row] for row in rows.tolist()]
-            self._language_sums.remove([row[2] for row in gone if row is not None], self._faiss.reconstruct_batch(rows))
+        gone: list[int] = []
+        langs: list[str] = []
         for sid in ids:
             row = self._row_of.pop(sid)
             stored = self._rows[row]
             assert stored is not None
+            gone.append(row)
+            langs.append(stored[2])
             self._rows[row] = None
             self._alive[row] = False
             self._lang_counts[stored[2]] -= 1
             if not self._lang_counts[stored[2]]:
                 del self._lang_counts[stored[2]]
             self._dead += 1
+        if gone:  # a tombstoned row keeps its vector in FAISS until compaction
+            self._language_sums.remove(langs, self._faiss.reconstruct_batch(np.asarray(gone, dtype=np.int64)))
         self._selectors.clear()
 
     def _recount_language_sums(self) -> None:
@@ -564,12 +566,12 @@ class SentenceIndex:
             _, labels = self._top(centred, wanted, selector, allowed)
             out: list[list[Hit]] = []
             for query, found in zip(centred, labels, strict=True):
-                live = [label for label in found.tolist() if label >= 0 and self._rows[label] is not None]
-                rows = [row for label in live if (row := self._rows[label]) is not None]
-                if not rows:
+                live = [(i, row) for i in found.tolist() if i >= 0 and (row := self._rows[i]) is not None]
+                if not live:
                     out.append([])
                     continue
-                stored = self._faiss.reconstruct_batch(np.asarray(live, dtype=np.int64))
+                rows = [row for _, row in live]
+                stored = self._faiss.reconstruct_batch(np.asarray([i for i, _ in live], dtype=np.int64))
                 scores = centred_scores(query, stored, [row[2] for row in rows], means)
                 best = np.argsort(-scores, kind="stable")[:k]
                 out.append([self._hit(rows[i], float(scores[i])) for i in best.tolist()])
