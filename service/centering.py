@@ -13,13 +13,13 @@ benchmarks, which so model an index holding both sides). A language needs `MIN_S
 its mean to be an estimate rather than a copy of its few sentences (one sentence minus its own mean is
 zero).
 
-The service (`POST /search` with `query_lang`) keeps a running sum of the stored vectors per language
-(`LanguageSums`, updated by every add and delete), so a language's mean is always that of the sentences
-the index holds. Stored vectors stay as they were embedded: a centred search centres the query on its
-language's mean, takes the best `candidate_count(k)` stored rows by inner product with it, and re-ranks
-those by the centred cosine (`centred_scores`), reading each candidate's stored vector back. Candidates in
-a language with fewer than `MIN_SENTENCES` sentences are compared uncentred (mean zero): too few sentences
-to estimate their offset.
+The service (`POST /search` with `query_lang`) keeps a sum of the stored vectors per language
+(`LanguageSums`: counted by the first centred search, then updated by every add and delete), so a language's
+mean is always that of the sentences the index holds. Stored vectors stay as they were embedded: a centred
+search centres the query on its language's mean, takes the best `candidate_count(k)` stored rows by inner
+product with it, and re-ranks those by the centred cosine (`centred_scores`), reading each candidate's
+stored vector back. Candidates in a language with fewer than `MIN_SENTENCES` sentences are compared
+uncentred (mean zero): too few sentences to estimate their offset.
 """
 
 from __future__ import annotations

@@ -37,9 +37,10 @@ Design choices, and why:
   reference vectors instead: computed once per added sentence, never stale (it does not depend on the
   other rows), so saves and compaction keep it as it is. The manifest records which source the stored
   means came from (`neighbour_source`); an index opened with another source recomputes them.
-* Language centring (service/centering.py) needs each language's mean vector: a running per-language sum
-  (`LanguageSums`) follows every add and delete (log replay included) and is recounted from the stored
-  vectors when a snapshot is opened, so it is never persisted and never stale.
+* Language centring (service/centering.py) needs each language's mean vector: a per-language sum
+  (`LanguageSums`) counted from the stored vectors by the first centred search after opening (3 s at 10^6
+  rows; an index never searched centred never pays it), then kept in step by every add and delete. Never
+  persisted, so never stale.
 """
 
 from __future__ import annotations
@@ -214,7 +215,8 @@ class SentenceIndex:
         self._reference: np.ndarray | None = None  # hubness reference vectors: r_y over them (open(reference=...))
         self._neighbour_source = ""  # "" (the index's own rows) or "reference:<id>", as the manifest records it
         self._lang_counts: Counter[str] = Counter()
-        self._language_sums = LanguageSums(manifest.dim)  # per-language vector sums: centred search
+        self._language_sums: LanguageSums | None = None  # counted by the first centred search, then kept
+        self._language_sums_lock = threading.Lock()  # one count when concurrent first searches race
         self._dead = 0
         self._selectors: dict[frozenset[str] | None, tuple[int, Any]] = {}
         self._lock = _ReadWriteLock()
@@ -328,7 +330,6 @@ class SentenceIndex:
         index._append_rows(rows)
         if len(index._row_of) + index._dead != len(rows):
             raise StartupError(f"{snap / SENTENCES_FILE}: repeated sentence ids; the index folder is damaged")
-        index._recount_language_sums()
         if not neighbourhood:
             pass
         elif NEIGHBOURHOOD_FILE in manifest.files and (manifest.neighbour_k, manifest.neighbour_source) == (
@@ -454,7 +455,8 @@ class SentenceIndex:
         else:
             self._faiss.add(vectors)
         self._append_rows(rows)
-        self._language_sums.add([row[2] for row in rows], vectors)
+        if self._language_sums is not None:
+            self._language_sums.add([row[2] for row in rows], vectors)
         if self._keeps_neighbourhood:
             new_rows = np.arange(stored, stored + len(rows), dtype=np.int64)
             self._neighbourhood[new_rows] = self._neighbourhood_of(vectors, new_rows)
@@ -484,19 +486,27 @@ class SentenceIndex:
             if not self._lang_counts[stored[2]]:
                 del self._lang_counts[stored[2]]
             self._dead += 1
-        if gone:  # a tombstoned row keeps its vector in FAISS until compaction
+        if gone and self._language_sums is not None:  # a tombstoned row keeps its vector in FAISS until compaction
             self._language_sums.remove(langs, self._faiss.reconstruct_batch(np.asarray(gone, dtype=np.int64)))
         self._selectors.clear()
 
-    def _recount_language_sums(self) -> None:
-        """Per-language sums from the stored vectors of the live rows (opening a snapshot), chunk by chunk."""
-        self._language_sums = LanguageSums(self._dim)
+    def _counted_language_sums(self) -> LanguageSums:
+        """The per-language sums, counted on first use (caller holds the read lock, so no write runs meanwhile)."""
+        with self._language_sums_lock:
+            if self._language_sums is None:
+                self._language_sums = self._count_language_sums()
+            return self._language_sums
+
+    def _count_language_sums(self) -> LanguageSums:
+        """Per-language sums from the stored vectors of the live rows, chunk by chunk."""
+        sums = LanguageSums(self._dim)
         stored = len(self._rows)
         for start in range(0, stored, _COMPACT_CHUNK):
             end = min(start + _COMPACT_CHUNK, stored)
             alive = self._alive[start:end]
             langs = [row[2] for row in self._rows[start:end] if row is not None]
-            self._language_sums.add(langs, self._faiss.reconstruct_n(start, end - start)[alive])
+            sums.add(langs, self._faiss.reconstruct_n(start, end - start)[alive])
+        return sums
 
     def _append_rows(self, rows: Sequence[Row | None]) -> None:
         start = len(self._rows)
@@ -552,11 +562,12 @@ class SentenceIndex:
         queries = self._checked_queries(vectors, k, langs)
         with self._lock.read():
             self._check_open()
-            means = self._language_sums.means([query_lang, *self._lang_counts])
+            sums = self._counted_language_sums()
+            means = sums.means([query_lang, *self._lang_counts])
             if query_lang not in means:
                 raise InvalidInput(
                     f"query_lang: centring on {query_lang!r} needs at least {MIN_SENTENCES} indexed sentences in "
-                    f"that language to estimate its mean; the index has {self._language_sums.count(query_lang)}"
+                    f"that language to estimate its mean; the index has {sums.count(query_lang)}"
                 )
             centred = center(queries, means[query_lang])
             allowed, selector = self._selector(langs)

@@ -65,6 +65,7 @@ def test_language_means_follow_deletes_replay_and_snapshots(tmp_path: Path) -> N
     queries = side_a[:10]
     index = open_index(tmp_path / "index")
     fill(index, side_a, side_b)
+    index.search_centred(queries, 5, {"bb"}, "aa")  # counts the sums: the delete below must update them
     index.delete([f"b{i}" for i in range(0, N, 4)])  # a quarter of bb goes: its mean moves
     kept = np.array([i for i in range(N) if i % 4])
     truth = center(queries, side_a.astype(np.float64).mean(axis=0)) @ center_by_own_mean(side_b[kept]).T
@@ -75,9 +76,9 @@ def test_language_means_follow_deletes_replay_and_snapshots(tmp_path: Path) -> N
 
     assert answer(index) == expected
     index.close()
-    replayed = open_index(tmp_path / "index")  # no save: the log is replayed, deletes included
+    replayed = open_index(tmp_path / "index")  # no save: the log is replayed, deletes included; sums counted anew
     assert answer(replayed) == expected
-    replayed.save()  # snapshot written, log emptied: the sums are recounted from stored vectors
+    replayed.save()  # snapshot written, log emptied: the sums are counted again from stored vectors
     replayed.close()
     reopened = open_index(tmp_path / "index")
     try:
