@@ -327,10 +327,11 @@ class Engine:
         if method == "none" or self._scored_by_stored_cosine(fusion):
             return method
         if explicit:
-            raise InvalidInput(
+            raise self._needs_stored_cosine(
                 f"rescore: {method!r} needs cosine scores of the stored vectors (the neighbourhood densities are "
-                f"computed from them), but this search uses fusion {fusion.method!r} with weights "
-                f"{[round(w, 6) for w in fusion.weights]}; drop the fusion override or ask for rescore 'none'"
+                "computed from them)",
+                fusion,
+                "drop the fusion override or ask for rescore 'none'",
             )
         return "none"
 
@@ -345,12 +346,18 @@ class Engine:
         if not isinstance(query_lang, str) or not LANG_RE.match(query_lang):
             raise InvalidInput(f"query_lang: {query_lang!r} is not a language code like 'en', 'deu' or 'zh_Hant'")
         if not self._scored_by_stored_cosine(fusion):
-            raise InvalidInput(
-                f"query_lang: a language-centred search needs cosine scores of the stored vectors, but this search "
-                f"uses fusion {fusion.method!r} with weights {[round(w, 6) for w in fusion.weights]}; drop the "
-                "fusion override or the query_lang"
+            raise self._needs_stored_cosine(
+                "query_lang: a language-centred search needs cosine scores of the stored vectors",
+                fusion,
+                "drop the fusion override or the query_lang",
             )
         return query_lang
+
+    @staticmethod
+    def _needs_stored_cosine(need: str, fusion: Fusion, remedy: str) -> InvalidInput:
+        """The refusal of an option that reads the stored vectors' cosines, for a search not scored by them."""
+        weights = [round(w, 6) for w in fusion.weights]
+        return InvalidInput(f"{need}, but this search uses fusion {fusion.method!r} with weights {weights}; {remedy}")
 
     def _scored_by_stored_cosine(self, fusion: Fusion) -> bool:
         _, ensemble, _, _, _ = self._parts()
